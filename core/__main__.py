@@ -1,0 +1,241 @@
+"""Command line: inspect a dataset, train a classifier, classify images.
+
+    python -m core inspect DATA.zip [--json]
+    python -m core train DATA.zip --out runs/ants --weights none --image-size 64 --epochs 2
+    python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
+
+Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
+Ctrl-C during training stops after the current batch and saves the model trained so far; a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.config import TrainConfig
+from core.dataset import Limits, load_dataset
+from core.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for f in TrainConfig.describe():
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"] + " (default: %(default)s)"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"], help=help_text)
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    d = Limits()
+    parser.add_argument(
+        "--max-entries", type=int, default=d.max_entries, help="most entries a zip may hold (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-bytes", type=int, default=d.max_total_bytes, help="most bytes a zip may unpack to (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=d.max_ratio,
+        help="highest compression ratio of one entry (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="where zips are extracted (default: a temporary folder, removed afterwards)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="Make your own image classifier: VGG16 transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("inspect", help="check a dataset zip or folder and print its report")
+    p.add_argument("data", help="a .zip file or a folder of class folders")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_limit_flags(p)
+
+    p = sub.add_parser("train", help="train a classifier and save it as a run")
+    p.add_argument("data", help="a .zip file or a folder of class folders")
+    p.add_argument("--out", default=None, help="run folder to create (default: a new folder in the runs folder)")
+    _add_config_flags(p)
+    _add_limit_flags(p)
+
+    p = sub.add_parser("predict", help="classify images with a saved run")
+    p.add_argument("run", help="a run folder saved by train")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    return parser
+
+
+def _bar_progress(desc: str, unit: str):
+    bar: dict[str, tqdm] = {}
+
+    def update(done: int, total: int) -> None:
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
+        bar["b"].total = total
+        bar["b"].update(done - bar["b"].n)
+        if done >= total:
+            bar["b"].close()
+            del bar["b"]
+
+    return update
+
+
+def _load(args):
+    limits = Limits(max_entries=args.max_entries, max_total_bytes=args.max_bytes, max_ratio=args.max_ratio)
+    return load_dataset(args.data, args.work_dir or args._tmp, limits, _bar_progress("reading dataset", "file"))
+
+
+def cmd_inspect(args) -> int:
+    ds = _load(args)
+    r = ds.report
+    if args.json:
+        print(r.to_json())
+        return 0
+    print(f"{r.source}: {len(r.classes)} classes, {r.total} images ({r.layout} layout)")
+    splits = sorted({s for c in r.counts.values() for s in c})
+    for cls in r.classes:
+        print(f"  {cls:30s} " + "  ".join(f"{s} {r.counts[cls].get(s, 0):6d}" for s in splits))
+    if r.image_sizes:
+        s = r.image_sizes
+        print(
+            f"image sizes: width {s['min_width']}-{s['max_width']} (median {s['median_width']:g}), "
+            f"height {s['min_height']}-{s['max_height']} (median {s['median_height']:g})"
+        )
+    for w in r.warnings:
+        print(f"warning: {w}")
+    if r.skipped:
+        print(f"skipped {len(r.skipped)} files:")
+        for s in r.skipped:
+            print(f"  {s['file']}: {s['reason']}")
+    if r.ignored:
+        print(f"ignored {r.ignored} system files (__MACOSX, dot-files, Thumbs.db...)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+    ds = _load(args)
+    r = ds.report
+    print(f"{r.source}: {len(r.classes)} classes, {r.total} images", file=sys.stderr)
+    for w in r.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    from core.training import train  # TensorFlow loads here, after the dataset is known to be good
+
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        tqdm.write("stopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    listener = _TrainBars()
+    try:
+        result = train(ds, config, args.out, listener, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        listener.close()
+    m = result.metrics
+    print(
+        f"{result.status}: {m['epochs_completed']} epochs, val_accuracy {m['val_accuracy']:.3f}, "
+        f"val_loss {m['val_loss']:.4f}, {m['seconds']:.0f} s; saved to {result.run_dir}"
+    )
+    return 0
+
+
+class _TrainBars:
+    """tqdm bars for reading images and for batches; epoch summaries printed above them."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+        self.stage = ""
+
+    def __call__(self, ev) -> None:
+        if ev.stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = ev.stage
+            desc, unit = ("reading images", "img") if ev.stage == "reading" else ("training", "batch")
+            self.bar = tqdm(total=ev.total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(ev.done - self.bar.n)
+        if ev.kind == "batch":
+            self.bar.set_postfix_str(f"epoch {ev.epoch}/{ev.epochs} loss {ev.logs.get('loss', 0):.4f}")
+        elif ev.kind == "epoch":
+            logs = " ".join(f"{k} {v:.4f}" for k, v in ev.logs.items() if k != "learning_rate")
+            self.bar.write(f"epoch {ev.epoch}/{ev.epochs}: {logs}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_predict(args) -> int:
+    from core.predict import load_run, predict
+
+    run = load_run(args.run)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing and len(missing) == len(args.images):
+        raise UserError(f"No such image file: {missing[0]}.")
+    results = predict(run, [str(p) for p in args.images], top_k=args.top_k, names=list(args.images))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": p.name,
+                        "predictions": [{"class": c, "probability": round(pr, 6)} for c, pr in p.top],
+                        **({"error": p.error} if p.error else {}),
+                    }
+                    for p in results
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for p in results:
+            if p.ok:
+                print(f"{p.name}: " + ", ".join(f"{c} {pr:.1%}" for c, pr in p.top))
+            else:
+                print(f"{p.name}: skipped: {p.error}", file=sys.stderr)
+    return 0 if any(p.ok for p in results) else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict}
+    with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:
+        args._tmp = tmp
+        try:
+            return commands[args.command](args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""One description of a training run.
+
+``TrainConfig`` is the single source of every training option: the CLI builds its flags from the fields
+(help text and choices live in each field's metadata), the Train page builds its form from them, and every
+saved run stores one as ``config.json``. Add an option here and it appears everywhere.
+
+    cfg = TrainConfig(weights="none", image_size=64, epochs=2)
+    cfg.validate()
+    TrainConfig.from_dict(cfg.to_dict()) == cfg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import UserError
+
+HEADS = ("small-fc", "gap", "vgg-fc")
+RESIZES = ("crop", "pad", "stretch")
+OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+VGG_FC_SIZE = 224  # the pretrained fc1 expects exactly 7x7x512 features
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, **extra})
+
+
+@dataclass
+class TrainConfig:
+    # Backbone and head. Defaults are the 2016 tutorial's recipe.
+    weights: str = _opt(
+        "imagenet",
+        "VGG16 weights: 'imagenet' (downloaded once into Keras' cache), 'none' (random), "
+        "or the path of a local VGG16 weights file (.h5)",
+    )
+    head: str = _opt(
+        "small-fc",
+        "classifier head: small-fc (Flatten, Dense 256, Dropout, Dense 256, Dropout, softmax), "
+        "gap (global average pooling, Dropout, softmax) or vgg-fc (VGG16's own fc1/fc2, new last layer; 224 px)",
+        HEADS,
+    )
+    image_size: int = _opt(224, f"square input size in pixels ({MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE})")
+    resize: str = _opt(
+        "crop",
+        "how an image becomes square: crop (largest centred square), pad (keep everything, fill the border) or stretch",
+        RESIZES,
+    )
+    unfreeze: int = _opt(5, "unfreeze the last K layers of the model; every layer before them stays frozen")
+    # Optimizer. The tutorial: SGD(lr=0.01, decay=1e-6, momentum=0.9, nesterov=True).
+    optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
+    learning_rate: float = _opt(0.01, "learning rate")
+    momentum: float = _opt(0.9, "momentum (sgd)")
+    nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
+    decay: float = _opt(1e-6, "learning-rate decay per step: lr / (1 + decay * step), as Keras 2's decay=")
+    weight_decay: float = _opt(0.004, "weight decay (adamw)")
+    # Loop.
+    batch_size: int = _opt(64, "images per batch")
+    epochs: int = _opt(30, "passes over the training images")
+    validation_split: float = _opt(
+        0.1, "share of each class held out for validation (ignored when the dataset has its own val/ folder)"
+    )
+    early_stopping: int = _opt(
+        0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)"
+    )
+    seed: int = _opt(0, "seed for the split, the weights and the shuffling: same seed, same run")
+    precision: str = _opt(
+        "auto",
+        "compute precision: auto picks bfloat16 where the CPU or GPU runs it fast, float32 elsewhere",
+        PRECISIONS,
+    )
+
+    def validate(self) -> TrainConfig:
+        """Raise ``UserError`` naming the first option out of range; return self."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise UserError(f"{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}.")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise UserError(
+                f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels; got {self.image_size}."
+            )
+        if self.head == "vgg-fc" and self.image_size != VGG_FC_SIZE:
+            raise UserError(
+                f"The vgg-fc head keeps VGG16's fully connected layers, which only fit {VGG_FC_SIZE}x{VGG_FC_SIZE} "
+                f"images; choose --image-size {VGG_FC_SIZE} or another head (small-fc, gap)."
+            )
+        checks = [
+            (self.unfreeze >= 1, "--unfreeze must be at least 1 (the new last layer always trains)"),
+            (self.learning_rate > 0, "--learning-rate must be greater than 0"),
+            (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
+            (self.decay >= 0, "--decay must not be negative"),
+            (self.weight_decay >= 0, "--weight-decay must not be negative"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (0 < self.validation_split < 1, "--validation-split must be between 0 and 1 (exclusive)"),
+            (self.early_stopping >= 0, "--early-stopping must not be negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message + ".")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a saved dict, ignoring keys this version does not know (older or newer runs)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def describe(cls) -> list[dataclasses.Field]:
+        """The fields with their metadata (help, choices), for building a CLI or a form."""
+        return list(dataclasses.fields(cls))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

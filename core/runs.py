@@ -1,0 +1,103 @@
+"""Saved runs: one folder per trained model, shared by everyone on the same server.
+
+    runs/<run-id>/
+        run.json        marker + summary: format, status (completed/stopped), dates, dataset, key metrics
+        model.keras     the whole model (preprocessing, VGG16, head), loaded with safe_mode
+        classes.json    class names in output order
+        config.json     the TrainConfig
+        history.csv     per-epoch metrics (Keras' CSVLogger)
+        metrics.json    final metrics
+        dataset.json    the dataset report
+        split.json      which files were used for training and validation
+
+The location is ``$CLASSIFIER_RUNS_DIR`` (default ``./runs``). Only folders carrying this project's
+``run.json`` marker are ever listed or loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from core.errors import UserError
+
+RUN_FORMAT = "vgg16-classifier-run"
+RUN_VERSION = 1
+RUNS_ENV = "CLASSIFIER_RUNS_DIR"
+MARKER = "run.json"
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
+def new_run_dir(name: str, parent: Path | None = None) -> Path:
+    """Create and return an empty, uniquely named run folder: ``<date>-<time>-<name>-<random>``."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "run"
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+    path = (parent or runs_dir()) / run_id
+    path.mkdir(parents=True)
+    return path
+
+
+def claim_dir(path: str | os.PathLike) -> Path:
+    """Use ``path`` as a new run folder; refuse one that already holds files so nothing is overwritten."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{path} already exists and is not empty; choose another output folder or delete it.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: readers on other sessions never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    try:
+        return read_json(Path(path) / MARKER).get("format") == RUN_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_run(path: str | os.PathLike) -> Path:
+    """Return the run folder, or raise ``UserError`` if it is not a complete run saved by this app."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder; give the folder of a saved run.")
+    if not is_run(path):
+        raise UserError(f"{path} is not a run saved by this app (no {MARKER}); only saved runs can be loaded.")
+    missing = [f for f in ("model.keras", "classes.json", "config.json") if not (path / f).is_file()]
+    if missing:
+        raise UserError(f"The run {path.name} is incomplete (missing {', '.join(missing)}).")
+    return path
+
+
+def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
+    """Every saved run under ``parent`` (default: the runs folder), newest first, with its summary."""
+    parent = parent or runs_dir()
+    if not parent.is_dir():
+        return []
+    found = []
+    for path in parent.iterdir():
+        if path.is_dir() and is_run(path) and (path / "model.keras").is_file():
+            found.append({**read_json(path / MARKER), "id": path.name, "path": str(path)})
+    return sorted(found, key=lambda r: r.get("finished", ""), reverse=True)
+
+
+def delete_run(path: str | os.PathLike) -> None:
+    """Delete a saved run folder (only one that carries the marker)."""
+    shutil.rmtree(check_run(path))

@@ -1,0 +1,57 @@
+"""Shared fixtures: data made inside the tests (never ../shared), an isolated runs folder and Keras home."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path_factory, monkeypatch):
+    """Each test gets its own runs folder and an empty Keras cache, so nothing leaks into the checkout or $HOME."""
+    base = tmp_path_factory.mktemp("env")
+    monkeypatch.setenv("CLASSIFIER_RUNS_DIR", str(base / "runs"))
+    monkeypatch.setenv("KERAS_HOME", str(base / "keras"))
+    return base
+
+
+def jpeg_bytes(color=(200, 30, 30), size=(40, 30), seed=0, fmt="JPEG", mode="RGB") -> bytes:
+    """A small noisy image of one dominant colour, encoded in ``fmt``."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color) + rng.integers(-25, 26, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+COLORS = {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def class_entries(prefix: str = "", classes=("red", "blue"), per_class: int = 8, size=(40, 30)) -> dict[str, bytes]:
+    """Entries for a zip of class folders: ``{prefix}{class}/{i}.jpg`` with images of the class's colour."""
+    return {
+        f"{prefix}{cls}/{i}.jpg": jpeg_bytes(COLORS[cls], size, seed=100 * k + i)
+        for k, cls in enumerate(classes)
+        for i in range(per_class)
+    }
+
+
+@pytest.fixture
+def colour_zip(tmp_path) -> Path:
+    """A valid two-class zip (red vs blue), class folders at the top."""
+    return make_zip(tmp_path / "colours.zip", class_entries(per_class=10))
