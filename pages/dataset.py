@@ -1,6 +1,84 @@
-"""Dataset page."""
+"""Dataset: upload a zip of class folders (or take the sample) and see what is in it."""
 
+import pandas as pd
 import streamlit as st
 
+from core import UserError
+from core.dataset import load_dataset
+from core.images import load_image
+from core.sample import make_sample_zip
+from pages import charts
+from pages.common import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, session_dir
+
+THUMBS_PER_CLASS = 6
+THUMB_SIZE = 128
+
 st.title("Dataset")
-st.info("Upload a zip of class folders to begin.")
+st.markdown(
+    "Put your photos in **one folder per class** (`cats/…`, `dogs/…`), zip them and drop the zip here. "
+    "A `train/` + `val/` split inside the zip is used as given."
+)
+
+left, right = st.columns([3, 1], vertical_alignment="center")
+upload = left.file_uploader("Zip of class folders", type=["zip"], key=UPLOAD)
+use_sample = right.button("Use the sample dataset", key=USE_SAMPLE, icon=":material/science:")
+
+
+def ingest(path, key: str) -> None:
+    bar = ProgressBar("Reading the dataset")
+    try:
+        st.session_state[DATASET] = load_dataset(path, session_dir(), progress=bar)
+        st.session_state[DATASET_KEY] = key
+    except UserError as exc:
+        st.session_state.pop(DATASET, None)
+        st.session_state[DATASET_KEY] = key
+        st.error(str(exc), icon=":material/error:")
+    finally:
+        bar.empty()
+
+
+if use_sample:
+    ingest(make_sample_zip(session_dir() / "sample.zip"), "sample")
+elif upload is not None and st.session_state.get(DATASET_KEY) != upload.file_id:
+    target = session_dir() / "upload.zip"
+    target.write_bytes(upload.getbuffer())
+    ingest(target, upload.file_id)
+
+ds = st.session_state.get(DATASET)
+if ds is None:
+    st.info("No dataset yet: drop a zip above, or press **Use the sample dataset** to try the app.")
+    st.stop()
+
+report = ds.report
+st.subheader(report.source)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Classes", len(report.classes))
+c2.metric("Images", f"{report.total:,}")
+c3.metric("Skipped files", len(report.skipped))
+c4.metric("Layout", "train/val split" if report.layout == "split" else "class folders")
+for warning in report.warnings:
+    st.warning(warning, icon=":material/warning:")
+
+st.altair_chart(charts.class_counts(report.counts), width="stretch")
+
+if report.image_sizes:
+    s = report.image_sizes
+    st.caption(
+        f"Image sizes: width {s['min_width']:g}–{s['max_width']:g} px (median {s['median_width']:g}), "
+        f"height {s['min_height']:g}–{s['max_height']:g} px (median {s['median_height']:g})."
+    )
+
+if report.skipped:
+    with st.expander(f"Skipped files ({len(report.skipped)})"):
+        st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
+
+st.subheader("Examples")
+for label, cls in enumerate(ds.classes):
+    paths = [ds.root / it.path for it in ds.items if it.label == label][:THUMBS_PER_CLASS]
+    st.markdown(f"**{cls}**")
+    cols = st.columns(THUMBS_PER_CLASS)
+    for col, path in zip(cols, paths, strict=False):
+        # The thumbnail is the model's own view of the image: the same crop/pad as training.
+        col.image(load_image(path, THUMB_SIZE), caption=path.name, width="stretch")
+
+st.page_link("pages/train.py", label="Next: train a model", icon=":material/arrow_forward:")

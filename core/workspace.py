@@ -1,0 +1,42 @@
+"""Per-session work folders for uploads and extracted datasets.
+
+    folder = session_dir(session_id)      # work/<session id>/, created on demand
+
+The root is ``$CLASSIFIER_WORK_DIR`` (default ``./work``). Folders untouched for a day are removed when a
+new session starts, so abandoned uploads do not pile up on a shared server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+WORK_ENV = "CLASSIFIER_WORK_DIR"
+MAX_AGE = 24 * 3600
+
+
+def work_root() -> Path:
+    return Path(os.environ.get(WORK_ENV) or "work")
+
+
+def session_dir(session_id: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session_id):
+        raise ValueError(f"session_id must be a short file-name-safe id. Received: session_id={session_id!r}")
+    path = work_root() / session_id
+    path.mkdir(parents=True, exist_ok=True)
+    os.utime(path)
+    return path
+
+
+def prune(max_age: float = MAX_AGE) -> None:
+    """Remove session folders not used for ``max_age`` seconds."""
+    root = work_root()
+    if not root.is_dir():
+        return
+    cutoff = time.time() - max_age
+    for path in root.iterdir():
+        if path.is_dir() and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)

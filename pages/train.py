@@ -1,0 +1,270 @@
+"""Train: choose what to freeze, the optimizer and the epochs; watch the run live; stop it any time.
+
+Training runs as a background job (core.jobs), so switching pages, clicking widgets or refreshing the browser
+never interrupts it; the job id in the address (``?job=...``) finds it again.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from core import UserError
+from core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, VGG_FC_SIZE, TrainConfig
+from core.jobs import CANCELLED, COMPLETED, FAILED, FINISHED, QUEUED, READING, STOPPED, registry
+from pages import charts
+from pages.common import DATASET, JOB_PARAM, RUN_PARAM, SESSION_ID, WEIGHTS_FILE, duration, init_session, session_dir
+
+DEFAULTS = TrainConfig()
+HELP = {f.name: f.metadata["help"] for f in TrainConfig.describe()}
+CHOICES = {f.name: f.metadata["choices"] for f in TrainConfig.describe()}
+DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adagrad": 0.01, "adadelta": 1.0, "adam": 0.001, "adamw": 0.001}
+WEIGHT_LABELS = {"imagenet": "ImageNet (downloaded once)", "none": "Random (no download)", "file": "Weights file (.h5)"}
+REFRESH_SECONDS = 1.0
+
+
+def key(name: str) -> str:
+    """Widget key of a TrainConfig field."""
+    return f"cfg_{name}"
+
+
+@st.cache_resource(show_spinner="Building VGG16 to list its layers…")
+def layer_rows(head: str, image_size: int, num_classes: int) -> list[dict]:
+    from core.model import layer_table
+
+    return layer_table(head, image_size, num_classes)
+
+
+def unfrozen(n_layers: int, k: int) -> list[bool]:
+    from core.model import unfrozen_mask
+
+    return unfrozen_mask(n_layers, k)
+
+
+# ---------------------------------------------------------------------------------------------- a running job
+
+
+def render_job(snap: dict) -> None:
+    state = snap["state"]
+    if state == QUEUED:
+        ahead = registry().position(snap["id"]) - 1
+        st.info(
+            f"Waiting for the server: {ahead} training run(s) ahead of yours. It starts by itself."
+            if ahead
+            else "Starting…",
+            icon=":material/hourglass_top:",
+        )
+    elif state == READING:
+        st.progress(
+            snap["done"] / max(snap["total"], 1),
+            text=f"Reading images: {snap['done']:,}/{snap['total']:,} · ETA {duration(snap['eta'])}",
+        )
+    elif state not in FINISHED:
+        text = (
+            f"Epoch {snap['epoch']}/{snap['epochs']} · batch {snap['batch']}/{snap['batches']} · "
+            f"elapsed {duration(snap['elapsed'])} · ETA {duration(snap['eta'])}"
+        )
+        if snap["stopping"]:
+            text += " · stopping after this batch…"
+        st.progress(snap["done"] / max(snap["total"], 1), text=text)
+    if snap["epoch_logs"]:
+        left, right = st.columns(2)
+        left.altair_chart(charts.epoch_curves(snap["epoch_logs"], "loss", "Loss per epoch"), width="stretch")
+        right.altair_chart(charts.epoch_curves(snap["epoch_logs"], "accuracy", "Accuracy per epoch"), width="stretch")
+    if snap["batch_losses"]:
+        st.altair_chart(charts.batch_loss(snap["batch_losses"]), width="stretch")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def live(job_id: str) -> None:
+    job = registry().get(job_id)
+    snap = job.snapshot()
+    if snap["state"] in FINISHED:
+        st.rerun()  # draw the final view once, without the timer
+    render_job(snap)
+    label = "Cancel" if snap["state"] == QUEUED else "Stop"
+    if st.button(label, icon=":material/stop_circle:", disabled=snap["stopping"], key="stop_job"):
+        registry().stop(job_id)
+        st.rerun(scope="fragment")
+
+
+def finished(job_id: str, snap: dict) -> None:
+    render_job(snap)
+    state, m = snap["state"], snap["metrics"]
+    if state in (COMPLETED, STOPPED):
+        if state == STOPPED:
+            st.warning(
+                f"Stopped after {m['epochs_completed']} epoch(s); the model trained so far is saved.",
+                icon=":material/pause_circle:",
+            )
+        else:
+            st.success(f"Finished in {duration(m['seconds'])}; the model is saved.", icon=":material/check_circle:")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Validation accuracy", f"{m['val_accuracy']:.1%}")
+        c2.metric("Validation loss", f"{m['val_loss']:.4f}")
+        c3.metric("Training accuracy", "–" if m["train_accuracy"] is None else f"{m['train_accuracy']:.1%}")
+        c4.metric("Epochs", m["epochs_completed"])
+        st.page_link(
+            "pages/classify.py",
+            label="Classify images with this model",
+            icon=":material/image_search:",
+            query_params={RUN_PARAM: job_id},
+        )
+    elif state == FAILED:
+        st.error(snap["error"], icon=":material/error:")
+    elif state == CANCELLED:
+        st.info("Cancelled before it started.")
+    if st.button("Train another model", icon=":material/add:"):
+        del st.query_params[JOB_PARAM]
+        st.rerun()
+
+
+init_session()
+st.title("Train")
+
+job_id = st.query_params.get(JOB_PARAM)
+if job_id:
+    job = registry().get(job_id)
+    if job is None:
+        st.info("That training run is not running on this server any more; finished runs are on the Runs page.")
+        st.page_link("pages/runs.py", label="Open Runs", icon=":material/history:")
+        if st.button("Train another model", icon=":material/add:"):
+            del st.query_params[JOB_PARAM]
+            st.rerun()
+        st.stop()
+    st.caption(f"Run `{job_id}` on **{job.dataset.report.source}**")
+    snap = job.snapshot()
+    if snap["state"] in FINISHED:
+        finished(job_id, snap)
+    else:
+        live(job_id)
+    st.stop()
+
+ds = st.session_state.get(DATASET)
+if ds is None:
+    st.info("First choose a dataset: upload a zip or take the sample.", icon=":material/info:")
+    st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/folder_zip:")
+    st.stop()
+
+st.caption(f"Dataset **{ds.report.source}**: {len(ds.classes)} classes, {ds.report.total:,} images")
+
+# ---- Model
+st.subheader("Model")
+c1, c2, c3 = st.columns(3)
+weights_kind = c1.radio(
+    "Weights",
+    list(WEIGHT_LABELS),
+    format_func=WEIGHT_LABELS.get,
+    key=key("weights"),
+    help=HELP["weights"],
+)
+head = c2.selectbox("Head", CHOICES["head"], key=key("head"), help=HELP["head"])
+resize = c3.radio("Resize", CHOICES["resize"], key=key("resize"), help=HELP["resize"], horizontal=True)
+if head == "vgg-fc":
+    image_size = VGG_FC_SIZE
+    c3.caption(f"Image size {VGG_FC_SIZE} px (the vgg-fc head needs it)")
+else:
+    image_size = c3.slider(
+        "Image size (px)", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, DEFAULTS.image_size, 16, key=key("image_size"),
+        help=HELP["image_size"],
+    )  # fmt: skip
+weights_path = None
+if weights_kind == "file":
+    upload = c1.file_uploader("VGG16 weights (.h5)", type=["h5"], key="weights_upload")
+    if upload is not None:
+        target = session_dir() / "weights" / upload.name.replace("/", "_")
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(upload.getbuffer())
+        st.session_state[WEIGHTS_FILE] = str(target)
+    weights_path = st.session_state.get(WEIGHTS_FILE)
+
+rows = layer_rows(head, image_size, len(ds.classes))
+unfreeze = st.slider(
+    "Unfreeze the last K layers", 1, len(rows), min(DEFAULTS.unfreeze, len(rows)), key=key("unfreeze"),
+    help=HELP["unfreeze"],
+)  # fmt: skip
+mask = unfrozen(len(rows), unfreeze)
+table = pd.DataFrame(rows).assign(trainable=[m and r["params"] > 0 for m, r in zip(mask, rows, strict=True)])
+trainable = int(table.loc[table.trainable, "params"].sum())
+frozen = int(table["params"].sum()) - trainable
+m1, m2 = st.columns(2)
+m1.metric("Trainable parameters", f"{trainable:,}")
+m2.metric("Frozen parameters", f"{frozen:,}")
+with st.expander("Layers", expanded=False):
+    st.dataframe(table, hide_index=True, width="stretch")
+
+# ---- Optimizer and loop
+st.subheader("Optimizer")
+o1, o2, o3 = st.columns(3)
+optimizer = o1.selectbox("Optimizer", CHOICES["optimizer"], key=key("optimizer"), help=HELP["optimizer"])
+learning_rate = o2.number_input(
+    "Learning rate", min_value=1e-7, max_value=10.0, value=DEFAULT_LR[optimizer], format="%g",
+    key=key(f"learning_rate_{optimizer}"), help=HELP["learning_rate"],
+)  # fmt: skip
+momentum, nesterov, weight_decay = DEFAULTS.momentum, DEFAULTS.nesterov, DEFAULTS.weight_decay
+if optimizer == "sgd":
+    momentum = o3.number_input("Momentum", 0.0, 0.999, DEFAULTS.momentum, key=key("momentum"), help=HELP["momentum"])
+    nesterov = o3.checkbox("Nesterov", DEFAULTS.nesterov, key=key("nesterov"), help=HELP["nesterov"])
+elif optimizer == "adamw":
+    weight_decay = o3.number_input(
+        "Weight decay", 0.0, 1.0, DEFAULTS.weight_decay, format="%g", key=key("weight_decay"),
+        help=HELP["weight_decay"],
+    )  # fmt: skip
+
+st.subheader("Training")
+t1, t2, t3 = st.columns(3)
+epochs = t1.number_input("Epochs", 1, 1000, DEFAULTS.epochs, key=key("epochs"), help=HELP["epochs"])
+batch_size = t2.number_input("Batch size", 1, 1024, DEFAULTS.batch_size, key=key("batch_size"), help=HELP["batch_size"])
+has_val = any(it.split == "val" for it in ds.items)
+validation_split = t3.slider(
+    "Validation split", 0.05, 0.5, DEFAULTS.validation_split, 0.05, key=key("validation_split"),
+    help=HELP["validation_split"], disabled=has_val,
+)  # fmt: skip
+if has_val:
+    t3.caption("The dataset has its own val/ folder, which is used as the validation set.")
+with st.expander("More options"):
+    a1, a2, a3, a4 = st.columns(4)
+    early_stopping = a1.number_input(
+        "Early stopping patience (0 = off)", 0, 100, DEFAULTS.early_stopping, key=key("early_stopping"),
+        help=HELP["early_stopping"],
+    )  # fmt: skip
+    seed = a2.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key=key("seed"), help=HELP["seed"])
+    decay = a3.number_input("LR decay", 0.0, 1.0, DEFAULTS.decay, format="%g", key=key("decay"), help=HELP["decay"])
+    precision = a4.selectbox("Precision", CHOICES["precision"], key=key("precision"), help=HELP["precision"])
+
+if st.button("Start training", type="primary", icon=":material/play_arrow:"):
+    config = TrainConfig(
+        weights=weights_path if weights_kind == "file" else weights_kind,
+        head=head,
+        image_size=int(image_size),
+        resize=resize,
+        unfreeze=int(unfreeze),
+        optimizer=optimizer,
+        learning_rate=float(learning_rate),
+        momentum=float(momentum),
+        nesterov=bool(nesterov),
+        decay=float(decay),
+        weight_decay=float(weight_decay),
+        batch_size=int(batch_size),
+        epochs=int(epochs),
+        validation_split=float(validation_split),
+        early_stopping=int(early_stopping),
+        seed=int(seed),
+        precision=precision,
+    )
+    problem = None
+    if weights_kind == "file" and not weights_path:
+        problem = "Upload a VGG16 weights file (.h5) first, or choose ImageNet or random weights."
+    elif weights_kind == "imagenet":
+        from core.model import imagenet_problem
+
+        problem = imagenet_problem(head)
+    if problem:
+        st.error(problem, icon=":material/cloud_off:")
+        st.info("Choose **Random (no download)** or **Weights file (.h5)** under Weights above and start again.")
+    else:
+        try:
+            job = registry().submit(ds, config, owner=st.session_state[SESSION_ID])
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.query_params[JOB_PARAM] = job.id
+            st.rerun()
