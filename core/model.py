@@ -121,6 +121,18 @@ def _check_reachable(include_top: bool, timeout: float = 10.0) -> None:
         raise UserError(offline_message(include_top)) from None
 
 
+def imagenet_problem(head: str) -> str | None:
+    """None when the ImageNet weights for ``head`` are cached or can be downloaded; else what to do instead."""
+    include_top = head == "vgg-fc"
+    if imagenet_cache_path(include_top).exists():
+        return None
+    try:
+        _check_reachable(include_top)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def _vgg16(include_top: bool, weights, size: int) -> keras.Model:
     from keras.applications import VGG16
 
@@ -218,11 +230,16 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     return model
 
 
+def unfrozen_mask(n_layers: int, unfreeze: int) -> list[bool]:
+    """Which of ``n_layers`` layers train when the last ``unfreeze`` are unfrozen (the tutorial's count)."""
+    cut = max(n_layers - unfreeze, 0)
+    return [i >= cut for i in range(n_layers)]
+
+
 def freeze(model: keras.Model, unfreeze: int) -> None:
-    """Freeze every layer except the last ``unfreeze`` of ``model.layers`` (the tutorial's count)."""
-    cut = max(len(model.layers) - unfreeze, 0)
-    for i, layer in enumerate(model.layers):
-        layer.trainable = i >= cut
+    """Freeze every layer except the last ``unfreeze`` of ``model.layers``."""
+    for layer, trainable in zip(model.layers, unfrozen_mask(len(model.layers), unfreeze), strict=True):
+        layer.trainable = trainable
 
 
 def first_trainable(model: keras.Model) -> int:
@@ -282,3 +299,9 @@ def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
         jit_compile=False,  # XLA compilation costs more than it saves on a CPU for these few steps
     )
     return model
+
+
+def layer_table(head: str, image_size: int, num_classes: int) -> list[dict]:
+    """The layer rows of a model with this head and size (random weights: only the structure matters here)."""
+    config = TrainConfig(weights="none", head=head, image_size=image_size, unfreeze=10**6, precision="float32")
+    return describe_layers(build_model(config, num_classes))

@@ -37,11 +37,15 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or "runs")
 
 
-def new_run_dir(name: str, parent: Path | None = None) -> Path:
-    """Create and return an empty, uniquely named run folder: ``<date>-<time>-<name>-<random>``."""
+def new_run_id(name: str) -> str:
+    """A unique, sortable, file-name-safe run id: ``<date>-<time>-<name>-<random>``."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-")[:40] or "run"
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
-    path = (parent or runs_dir()) / run_id
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+
+
+def new_run_dir(name: str, parent: Path | None = None) -> Path:
+    """Create and return an empty, uniquely named run folder."""
+    path = (parent or runs_dir()) / new_run_id(name)
     path.mkdir(parents=True)
     return path
 
@@ -101,3 +105,31 @@ def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
 def delete_run(path: str | os.PathLike) -> None:
     """Delete a saved run folder (only one that carries the marker)."""
     shutil.rmtree(check_run(path))
+
+
+def history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Per-epoch metrics of a run (from Keras' CSVLogger), or [] when none were recorded."""
+    import csv
+
+    file = Path(path) / "history.csv"
+    if not file.is_file():
+        return []
+    with file.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+EXPORT_FILES = ("model.keras", "classes.json", "config.json", "metrics.json", "history.csv", "dataset.json", MARKER)
+
+
+def export_zip(path: str | os.PathLike) -> bytes:
+    """The run as a zip (model, classes, config, metrics, history) for download."""
+    import io
+    import zipfile
+
+    path = check_run(path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in EXPORT_FILES:
+            if (path / name).is_file():
+                zf.write(path / name, f"{path.name}/{name}")
+    return buf.getvalue()
