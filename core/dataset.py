@@ -11,7 +11,8 @@ Layouts understood (after stripping any single wrapper folder such as ``101_Obje
 
 Every zip is treated as hostile: entries that would land outside the extraction folder and symlinks refuse
 the whole zip; nested archives are not expanded; entry count, total size and per-entry compression ratio are
-checked while streaming, so a bomb is stopped before it fills the disk. A failed extraction leaves nothing.
+checked from the headers before anything is written and again while streaming, so a bomb is stopped before it
+fills the disk. A failed extraction leaves nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import stat
 import statistics
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,13 @@ IMBALANCE_RATIO = 10
 SMALL_CLASS = 10  # fewer images than this gets a warning: too few to learn or to measure
 
 Progress = Callable[[int, int], None]
+
+try:
+    import lzma
+except ImportError:  # Python built without lzma: zipfile then refuses LZMA entries with NotImplementedError
+    lzma = None
+# corrupt compressed data surfaces as the decompressor's own error, not as zipfile.BadZipFile
+_DECOMPRESS_ERRORS = (zlib.error, *((lzma.LZMAError,) if lzma else ()))
 
 
 @dataclass
@@ -135,7 +144,7 @@ def extract_zip(
     name = Path(zip_path).name
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):  # the last: unknown zip version
         raise UserError(f"{name} is not a zip file or cannot be read.") from None
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     dest = Path(tempfile.mkdtemp(prefix="dataset-", dir=work_dir)).resolve()
@@ -152,22 +161,56 @@ def _extract_members(zf: zipfile.ZipFile, dest: Path, name: str, limits: Limits,
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
         raise UserError(f"{name} has {len(infos):,} entries, more than the limit of {limits.max_entries:,}.")
+    # Every name is checked before anything is written, so a hostile zip is refused without touching the disk.
+    files, folders, skipped, ignored = _plan(infos)
+    # zipfile never yields more than an entry's declared size, so the headers let a zip that is too big be
+    # refused up front instead of after writing gigabytes; _stream_entry still counts the real bytes.
+    declared = sum(info.file_size for info, _ in files)
+    if declared > limits.max_total_bytes:
+        raise UserError(
+            f"{name} unpacks to {_size(declared)}, more than the limit of {_size(limits.max_total_bytes)}; "
+            "it may be a zip bomb."
+        )
+    for info, _ in files:
+        if info.file_size > limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise _ratio_error(info, name, limits, info.file_size)
+    # folders are made even when nothing usable is extracted into them, so an empty class is reported, not lost
+    for parts, info in sorted(folders.items()):
+        _mkdir(_target(dest, parts, info), info)
+    total = 0
+    for i, (info, parts) in enumerate(files, start=1):
+        if progress:
+            progress(i, len(files))
+        target = _target(dest, parts, info)
+        _mkdir(target.parent, info)
+        total = _stream_entry(zf, info, target, total, limits, name)
+    return skipped, ignored
+
+
+def _plan(infos: list[zipfile.ZipInfo]):
+    """Sort entries into (files to extract, folders to make, skipped, ignored count); refuse any unsafe entry."""
+    files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+    folders: dict[tuple[str, ...], zipfile.ZipInfo] = {}
     skipped: list[dict[str, str]] = []
     ignored = 0
-    total = 0
     seen: set[str] = set()
-    for i, info in enumerate(infos, start=1):
-        if progress:
-            progress(i, len(infos))
+    for info in infos:
         parts = _safe_parts(info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise UserError(f"The zip contains a symbolic link ({info.filename!r}); refusing to extract it.")
-        if not parts or info.is_dir():
+        if not parts:
+            continue
+        if _is_junk(parts):
+            if not info.is_dir():
+                ignored += 1
+            keep = next(i for i, p in enumerate(parts) if _is_junk((p,)))  # e.g. empty_class/ of empty_class/.DS_Store
+            if keep:
+                folders.setdefault(parts[:keep], info)
+            continue
+        if info.is_dir():
+            folders.setdefault(parts, info)
             continue
         rel = "/".join(parts)
-        if _is_junk(parts):
-            ignored += 1
-            continue
         if PurePosixPath(rel).suffix.lower() in ARCHIVE_SUFFIXES:
             skipped.append({"file": rel, "reason": "archive inside the zip (nested archives are not expanded)"})
             continue
@@ -175,12 +218,30 @@ def _extract_members(zf: zipfile.ZipFile, dest: Path, name: str, limits: Limits,
             skipped.append({"file": rel, "reason": "duplicate name in the zip"})
             continue
         seen.add(rel.lower())
-        target = dest.joinpath(*parts)
-        if not target.resolve().is_relative_to(dest):  # belt and braces after _safe_parts
-            raise UserError(f"The zip contains a path that points outside its folder ({info.filename!r}).")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        total = _stream_entry(zf, info, target, total, limits, name)
-    return skipped, ignored
+        files.append((info, parts))
+    return files, folders, skipped, ignored
+
+
+def _target(dest: Path, parts: tuple[str, ...], info: zipfile.ZipInfo) -> Path:
+    target = dest.joinpath(*parts)
+    if not target.resolve().is_relative_to(dest):  # belt and braces after _safe_parts
+        raise UserError(f"The zip contains a path that points outside its folder ({info.filename!r}).")
+    return target
+
+
+def _mkdir(folder: Path, info: zipfile.ZipInfo) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file and a folder with the same name
+        raise UserError(f"Could not write {info.filename!r} while extracting: {exc.strerror}.") from None
+
+
+def _ratio_error(info: zipfile.ZipInfo, name: str, limits: Limits, unpacked: int) -> UserError:
+    return UserError(
+        f"{info.filename!r} in {name} expands more than {limits.max_ratio:.0f} times (the limit), "
+        f"from {_size(info.compress_size)} to {'over ' if unpacked < info.file_size else ''}{_size(unpacked)}; "
+        "it may be a zip bomb."
+    )
 
 
 def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total: int, limits: Limits, name: str):
@@ -197,10 +258,7 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, tota
                         "it may be a zip bomb."
                     )
                 if written > limits.ratio_floor_bytes and written > limits.max_ratio * max(info.compress_size, 1):
-                    raise UserError(
-                        f"{info.filename!r} in {name} expands more than {limits.max_ratio:.0f} times "
-                        f"(the limit); it may be a zip bomb."
-                    )
+                    raise _ratio_error(info, name, limits, written)
                 out.write(chunk)
     except UserError:
         raise
@@ -208,7 +266,7 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, tota
         raise UserError(f"{name} cannot be read: {exc}.") from None
     except NotImplementedError:
         raise UserError(f"{name} uses a compression method that cannot be read; re-zip it with plain zip.") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, *_DECOMPRESS_ERRORS) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno is not None:
             raise UserError(f"Could not write {info.filename!r} while extracting: {exc.strerror}.") from None
         raise UserError(f"{name} is damaged ({info.filename!r} cannot be read).") from None
@@ -293,19 +351,34 @@ def scan_folder(
     split_roots = splits or {"": root}
 
     candidates: list[tuple[str, str, Path]] = []  # (split, class, file)
+    if splits:  # whatever sits beside the split folders is left out, and the report must say so
+        for f in _files(root):
+            skipped.append({"file": _rel(f, folder), "reason": "not inside a class folder"})
+        for other in _subdirs(root):
+            if other in splits.values():
+                continue
+            for f, junk in _walk(other):
+                if junk:
+                    ignored += 1
+                else:
+                    reason = f"not in the {', '.join(f'{s}/' for s in splits)} folders"
+                    skipped.append({"file": _rel(f, folder), "reason": reason})
     for split, split_root in split_roots.items():
         for f in _files(split_root):
             skipped.append({"file": _rel(f, folder), "reason": "not inside a class folder"})
         for class_dir in _subdirs(split_root):
-            for dirpath, dirnames, filenames in os.walk(class_dir):
-                dirnames[:] = sorted(d for d in dirnames if not _is_junk((d,)))
-                for fn in sorted(filenames):
-                    if _is_junk((fn,)):
-                        ignored += 1
-                    else:
-                        candidates.append((split, class_dir.name, Path(dirpath) / fn))
+            for f, junk in _walk(class_dir):
+                if junk:
+                    ignored += 1
+                else:
+                    candidates.append((split, class_dir.name, f))
     class_dirs = {c.name for r in split_roots.values() for c in _subdirs(r)}
     if not class_dirs:
+        if root != folder and _files(root):  # a lone folder of images was taken for a wrapper
+            raise UserError(
+                f"{source} has only one class folder ('{root.name}'); a classifier needs at least 2 classes, "
+                "one folder each."
+            )
         raise UserError(
             f"No class folders found in {source}: put the images in one folder per class (e.g. cats/..., dogs/...)."
         )
@@ -320,6 +393,14 @@ def scan_folder(
             good.append((split, cls, path))
             sizes.append(size)
     return _build(folder, root, source, layout, class_dirs, good, sizes, skipped, ignored)
+
+
+def _walk(folder: Path):
+    """Yield (file, is_junk) for every file under ``folder``, in a stable order, not descending into junk folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _is_junk((d,)))
+        for fn in sorted(filenames):
+            yield Path(dirpath) / fn, _is_junk((fn,))
 
 
 def _check_all(paths: list[Path], progress: Progress | None):

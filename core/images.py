@@ -29,6 +29,7 @@ ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 # ImageNet mean in RGB order; padding with it gives zeros after VGG16's mean subtraction.
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 _PAD_COLOR = tuple(round(c) for c in IMAGENET_MEAN_RGB)
+RESIZE_MODES = ("crop", "pad", "stretch")
 _16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 Source = str | os.PathLike | bytes
@@ -52,21 +53,27 @@ def open_image(source: Source) -> Image.Image:
     if im.format not in ALLOWED_FORMATS:
         im.close()
         raise ImageError(f"unsupported format ({im.format})")
+    # Pillow only raises above twice the limit and merely warns in between; the "error" filter above is
+    # process-wide state that warnings.catch_warnings() (pytest, other libraries) silently undoes, so check here.
+    if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageError("too many pixels (possible decompression bomb)")
     return im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any mode to RGB: transparency over white, 16-bit scaled down, CMYK and palettes converted."""
-    if im.mode == "RGB":
+    if im.mode == "RGB" and "transparency" not in im.info:
         return im
     if im.mode in _16BIT_MODES:
         arr = np.asarray(im, dtype=np.int64)
-        if im.mode != "I" or arr.max() > 255:  # 16-bit range, scale to 8 bits
-            arr = arr / 257.0
+        if im.mode != "I" or arr.max() > 255:  # 16-bit range, scale to 8 bits (rounded: 65534 is 255, not 254)
+            arr = np.rint(arr / 257.0)
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
     if im.mode == "F":
         return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L").convert("RGB")
-    has_alpha = im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info)
+    # a tRNS colour key (PNG in P, L or RGB mode) is transparency too, not only an alpha band
+    has_alpha = im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info
     if has_alpha:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -94,6 +101,11 @@ def load_image(source: Source, size: int, resize: str = "crop") -> np.ndarray:
     Raises:
         ImageError: the file is not an image we accept, is damaged or truncated, or has too many pixels.
     """
+    # a caller's mistake, not a bad file: checked first so it cannot come out as an ImageError blaming the image
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}. Received: resize={resize!r}")
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels. Received: size={size!r}")
     with open_image(source) as im:
         try:
             im.draft("RGB", (size, size))  # only JPEG acts on it; keeps both sides >= size
