@@ -1,0 +1,208 @@
+"""Speed from structure: run the frozen prefix of the model once per image and train only the tail.
+
+With the tutorial's freeze (every convolution frozen) each epoch would push every image through all of
+VGG16 again. Instead:
+
+    plan = plan_training(model)          # where the frozen prefix ends, and why the cache does or does not apply
+    x = extract(plan, paths, config)     # prefix outputs, from the disk cache or computed (decode || compute)
+    plan.tail.fit(x, y, ...)             # the tail shares its layers with ``model``: training it trains the model
+
+The tail is built from the model's own layer objects, so after training the full model (prefix + tail) is one
+ordinary Keras model with the trained weights; prediction and export see nothing special.
+A frozen Dropout ends the prefix too: in training it still drops units, which a cached output cannot do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
+
+# isort: split
+import keras
+import numpy as np
+
+from core.cache import ArrayCache, file_digest, settings_digest
+from core.config import TrainConfig
+from core.images import load_image
+
+FEATURE_BATCH = 32
+CACHE_FORMAT = 1
+_STOCHASTIC = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Plan:
+    """How a model trains: ``prefix``/``tail`` set when a frozen prefix can be cached, else end to end."""
+
+    model: keras.Model
+    cut: int  # index in model.layers where the trainable tail starts
+    prefix: keras.Model | None
+    tail: keras.Model | None
+    reason: str  # one sentence for the user: which path and why
+
+    @property
+    def cached(self) -> bool:
+        return self.prefix is not None
+
+
+def prefix_end(model: keras.Model) -> int:
+    """Index of the first layer that trains or is random in training: everything before it is a fixed function."""
+    for i, layer in enumerate(model.layers):
+        if (layer.trainable and layer.weights) or isinstance(layer, _STOCHASTIC):
+            return i
+    return len(model.layers)
+
+
+def plan_training(model: keras.Model, augment: bool = False) -> Plan:
+    """Decide whether training can use cached prefix features; build the prefix and tail models when it can."""
+    cut = prefix_end(model)
+    layers_ = model.layers
+    if augment:
+        return Plan(model, cut, None, None, "Training end to end: augmentation changes every image, so the "
+                    "frozen layers' outputs cannot be computed once and reused.")  # fmt: skip
+    if cut <= 2 or not any(layer.weights for layer in layers_[:cut]):
+        return Plan(model, cut, None, None, "Training end to end: no layer before the trainable ones is frozen.")
+    # The model is a chain, so calling its own layers again on new inputs builds the two halves with shared
+    # weights (VGG16's layers also belong to the keras.applications graph, so `layer.output` is not ours).
+    prefix_input = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name="image")
+    x = prefix_input
+    for layer in layers_[1:cut]:
+        x = layer(x)
+    prefix = keras.Model(prefix_input, x, name="frozen_prefix")
+    tail_input = keras.Input(tuple(x.shape[1:]), name="features")
+    x = tail_input
+    for layer in layers_[cut:]:
+        x = layer(x)
+    tail = keras.Model(tail_input, x, name="trainable_tail")
+    frozen = sum(1 for layer in layers_[:cut] if layer.weights)
+    return Plan(
+        model,
+        cut,
+        prefix,
+        tail,
+        f"Fast path: the first {cut} layers ({frozen} with weights, up to '{layers_[cut - 1].name}') are frozen, "
+        f"so each image goes through them once and only the last {len(layers_) - cut} layers train on the result.",
+    )
+
+
+def _prefix_identity(plan: Plan, config: TrainConfig) -> str:
+    """Everything that decides a prefix output besides the image: its weights, size, resize, precision."""
+    h = hashlib.blake2b(digest_size=16)
+    for w in plan.prefix.weights:
+        h.update(np.asarray(keras.ops.convert_to_numpy(w)).tobytes())
+    return settings_digest(
+        {
+            "format": CACHE_FORMAT,
+            "kind": "features",
+            "layer": plan.model.layers[plan.cut - 1].name,
+            "weights": h.hexdigest(),
+            "image_size": config.image_size,
+            "resize": config.resize,
+            "precision": next(layer for layer in plan.prefix.layers if layer.weights).dtype_policy.name,
+        }
+    )
+
+
+def digests(paths: Sequence[str | os.PathLike]) -> list[str]:
+    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+def compiled(model: keras.Model):
+    """``model`` in inference mode as one compiled graph: no per-batch Python overhead of ``predict``."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def extract(
+    plan: Plan,
+    paths: Sequence[str | os.PathLike],
+    config: TrainConfig,
+    cache: ArrayCache | None = None,
+    progress: Progress | None = None,
+    stats: dict | None = None,
+) -> np.ndarray:
+    """Prefix outputs for ``paths`` as one float32 array; cached ones are read, the rest decoded and computed.
+
+    Decoding runs in a thread pool ahead of the compiled feature pass, so the two overlap.
+    ``stats`` (if given) receives hits, misses and seconds spent computing.
+    """
+    cache = cache or ArrayCache()
+    namespace = _prefix_identity(plan, config)
+    keys = digests(paths)
+    shape = tuple(plan.prefix.output.shape[1:])
+    out = np.empty((len(paths), *shape), dtype=np.float32)
+    missing = []
+    for i, key in enumerate(keys):
+        hit = cache.get(namespace, key)
+        if hit is not None and hit.shape == shape:
+            out[i] = hit
+        else:
+            missing.append(i)
+    done = len(paths) - len(missing)
+    if progress:
+        progress(done, len(paths))
+    start = time.monotonic()
+    if missing:
+        run = compiled(plan.prefix)
+        size, resize = config.image_size, config.resize
+        with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+            decoded = pool.map(lambda i: load_image(paths[i], size, resize), missing)  # runs ahead of the loop
+            for b in range(0, len(missing), FEATURE_BATCH):
+                idx = missing[b : b + FEATURE_BATCH]
+                batch = np.stack([next(decoded) for _ in idx])
+                feats = np.asarray(keras.ops.convert_to_numpy(run(batch)), dtype=np.float32)
+                for j, i in enumerate(idx):
+                    out[i] = feats[j]
+                    cache.put(namespace, keys[i], feats[j])
+                done += len(idx)
+                if progress:
+                    progress(done, len(paths))
+        cache.trim()
+    if stats is not None:
+        stats.update(hits=len(paths) - len(missing), misses=len(missing), feature_seconds=time.monotonic() - start)
+    return out
+
+
+def load_images_cached(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    resize: str,
+    cache: ArrayCache | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Decoded uint8 images for end-to-end training, through the same disk cache (keyed by content)."""
+    cache = cache or ArrayCache()
+    namespace = settings_digest({"format": CACHE_FORMAT, "kind": "image", "size": size, "resize": resize})
+    keys = digests(paths)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        arr = cache.get(namespace, keys[i])
+        if arr is None or arr.shape != out.shape[1:]:
+            arr = load_image(Path(paths[i]), size, resize)
+            cache.put(namespace, keys[i], arr)
+        out[i] = arr
+
+    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+        for n, _ in enumerate(pool.map(one, range(len(paths))), start=1):
+            if progress:
+                progress(n, len(paths))
+    cache.trim()
+    return out
