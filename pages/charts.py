@@ -13,7 +13,7 @@ def class_counts(counts: dict[str, dict[str, int]]) -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("sum(images):Q", title="images"),
+            x=alt.X("sum(images):Q", title="images", axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y("class:N", sort="-x", title=None),
             color=alt.Color("split:N", title="split", sort=["train", "val", "test", "all"]),
             tooltip=["class", "split", "images"],
@@ -33,7 +33,7 @@ def epoch_curves(rows: list[dict], metric: str, title: str) -> alt.Chart:
         alt.Chart(pd.DataFrame(data, columns=["epoch", "value", "set"]), title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y("value:Q", title=metric),
             color=alt.Color("set:N", title=None, sort=["train", "validation"]),
             tooltip=["epoch", "set", alt.Tooltip("value:Q", format=".4f")],
@@ -46,8 +46,12 @@ def batch_loss(rows: list[dict]) -> alt.Chart:
     df = pd.DataFrame(rows, columns=["step", "epoch", "loss"])
     return (
         alt.Chart(df, title="Loss per batch")
-        .mark_line()
-        .encode(x=alt.X("step:Q", title="batch"), y=alt.Y("loss:Q"), tooltip=["step", "epoch", "loss"])
+        .mark_line(point=len(df) < 50)
+        .encode(
+            x=alt.X("step:Q", title="batch", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("loss:Q"),
+            tooltip=["step", "epoch", "loss"],
+        )
         .properties(height=240)
     )
 
@@ -63,5 +67,5 @@ def top_k(top: list[tuple[str, float]]) -> alt.Chart:
             y=alt.Y("class:N", sort="-x", title=None),
             tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(height=max(60, 28 * len(df)))
+        .properties(height={"step": 28})
     )

@@ -1,5 +1,8 @@
 """Dataset: upload a zip of class folders (or take the sample) and see what is in it."""
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -40,7 +43,10 @@ def ingest(path, key: str) -> None:
 if use_sample:
     ingest(make_sample_zip(session_dir() / "sample.zip"), "sample")
 elif upload is not None and st.session_state.get(DATASET_KEY) != upload.file_id:
-    target = session_dir() / "upload.zip"
+    # Keep the user's file name: it names the dataset on every page and the runs trained on it.
+    name = re.sub(r"[^\w.-]+", "_", Path(upload.name).name).strip("._") or "upload.zip"
+    target = session_dir() / "upload" / name
+    target.parent.mkdir(exist_ok=True)
     target.write_bytes(upload.getbuffer())
     ingest(target, upload.file_id)
 

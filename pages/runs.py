@@ -1,5 +1,6 @@
 """Runs: every saved model on this server, its history, download and delete."""
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -43,9 +44,10 @@ with st.expander("Settings"):
 c1, c2, c3 = st.columns(3)
 c1.page_link("pages/classify.py", label="Classify with this run", icon=":material/image_search:",
              query_params={RUN_PARAM: run["id"]})  # fmt: skip
-c2.download_button(
-    "Download run (.zip)", export_zip(path), f"{run['id']}.zip", "application/zip", icon=":material/download:"
-)
+c2.download_button(  # zipped on click only: compressing the model takes seconds, too long for every rerun
+    "Download run (.zip)", partial(export_zip, path), f"{run['id']}.zip", "application/zip",
+    icon=":material/download:",
+)  # fmt: skip
 with c3.popover("Delete run", icon=":material/delete:"):
     st.write(f"Delete **{run['id']}** for everyone on this server? This cannot be undone.")
     if st.button("Yes, delete it", type="primary"):

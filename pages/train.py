@@ -42,10 +42,20 @@ def unfrozen(n_layers: int, k: int) -> list[bool]:
 # ---------------------------------------------------------------------------------------------- a running job
 
 
+def runs_ahead(job_id: str) -> int:
+    """Runs that start or finish before this queued one can start: those training now and those ahead in line."""
+    reg = registry()
+    place = reg.position(job_id)  # 1 = next in line; 0 = its worker has already taken it
+    if place == 0:
+        return 0
+    running = sum(j.id != job_id and j.state not in FINISHED and reg.position(j.id) == 0 for j in reg.jobs())
+    return place - 1 + (running if running >= reg.max_running else 0)
+
+
 def render_job(snap: dict) -> None:
     state = snap["state"]
     if state == QUEUED:
-        ahead = registry().position(snap["id"]) - 1
+        ahead = runs_ahead(snap["id"])
         st.info(
             f"Waiting for the server: {ahead} training run(s) ahead of yours. It starts by itself."
             if ahead
@@ -83,7 +93,7 @@ def live(job_id: str) -> None:
     label = "Cancel" if snap["state"] == QUEUED else "Stop"
     if st.button(label, icon=":material/stop_circle:", disabled=snap["stopping"], key="stop_job"):
         registry().stop(job_id)
-        st.rerun(scope="fragment")
+        st.rerun()  # scope="fragment" raises when the click arrives in a full-script run
 
 
 def finished(job_id: str, snap: dict) -> None:

@@ -1,0 +1,238 @@
+"""End to end in a real browser: `streamlit run app.py` and Debian's Chromium driven by Playwright.
+
+Upload a hostile zip (refused with a sentence), upload a real one, train VGG16 from random weights at 32 px for one
+epoch, follow the link to Classify, upload an image and read the ranked result; then download the run from Runs.
+Waits are on Streamlit's script state and on visible text, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CLASSES = ("red", "green", "blue")
+IDLE = '[data-test-script-state="notRunning"]'
+STARTUP_TIMEOUT = 180  # s: the machine may be shared
+WAIT = 180_000  # ms for page reruns
+TRAIN_WAIT = 900_000  # ms for the training run
+
+
+def browser_or_skip() -> None:
+    """Skip with a reason when there is no browser to drive; fail instead when REQUIRE_BROWSER=1."""
+    problem = None
+    if not CHROMIUM.exists():
+        problem = f"{CHROMIUM} is missing (Debian's chromium package)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright Python package is not installed"
+    if problem:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The app served by `streamlit run` on a free local port, with its own runs and work folders."""
+    browser_or_skip()
+    port = free_port()
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    env = {
+        **os.environ,  # includes the isolated CLASSIFIER_RUNS_DIR / KERAS_HOME from conftest, replaced below
+        "CLASSIFIER_RUNS_DIR": str(runs),
+        "CLASSIFIER_WORK_DIR": str(work),
+        "KERAS_HOME": str(tmp_path / "keras"),
+    }
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_tail(log)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
+            time.sleep(0.5)
+        yield {"url": url, "runs": runs, "work": work, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT)  # expect() has its own default (5 s), separate from the page's
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            pg = context.new_page()
+            pg.set_default_timeout(WAIT)
+            yield pg
+        finally:
+            browser.close()
+            expect.set_options(timeout=5_000)
+
+
+@contextlib.contextmanager
+def evidence_on_failure(page, server, folder: Path):
+    """On failure, save a screenshot to the test's tmp folder and print the server log's tail."""
+    try:
+        yield
+    except BaseException:
+        shot = folder / "failure.png"
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}\nurl: {page.url}\nserver log:\n{log_tail(server['log'])}")
+        raise
+
+
+def settle(page) -> None:
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_selector(IDLE, state="attached")
+    page.wait_for_selector('[data-stale="true"]', state="detached")
+
+
+def assert_no_traceback(page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_upload_train_classify_download(server, page, tmp_path):
+    with evidence_on_failure(page, server, tmp_path):
+        journey(page, server, tmp_path)
+
+
+def journey(page, server, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    evil = make_zip(tmp_path / "evil.zip", {"red/0.jpg": jpeg_bytes(COLORS["red"]), "../evil.txt": b"gotcha"})
+    good = make_zip(tmp_path / "colours.zip", class_entries(classes=CLASSES, per_class=10))
+    probe = tmp_path / "probe.jpg"
+    probe.write_bytes(jpeg_bytes(COLORS["green"], seed=4242))
+
+    # ---- Dataset: a hostile zip is refused with a sentence, then a good one is read.
+    page.goto(server["url"])
+    expect(page.get_by_role("heading", name="Dataset")).to_be_visible()
+    settle(page)
+    page.locator("input[type=file]").set_input_files(evil)
+    expect(page.get_by_text("points outside its folder")).to_be_visible()
+    settle(page)
+    assert_no_traceback(page)
+    assert not list(tmp_path.rglob("evil.txt"))
+
+    page.locator("input[type=file]").set_input_files(good)
+    expect(page.get_by_role("heading", name="colours.zip")).to_be_visible()
+    settle(page)
+    expect(page.get_by_text("points outside its folder")).to_have_count(0)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Classes")).to_contain_text("3")
+    for cls in CLASSES:
+        expect(page.locator("strong", has_text=re.compile(f"^{cls}$"))).to_be_visible()
+
+    # ---- Train: random weights, the smallest image size, one epoch.
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
+    start = page.get_by_role("button", name="Start training")
+    expect(start).to_be_visible()
+    settle(page)
+    page.get_by_test_id("stRadio").filter(has_text="Weights").get_by_text("Random (no download)").click()
+    expect(page.get_by_role("radio", name="Random (no download)")).to_be_checked()
+    settle(page)
+    size = page.get_by_test_id("stSlider").filter(has_text="Image size (px)")
+    size.locator("input[type=range]").focus()
+    size.locator("input[type=range]").press("Home")
+    expect(size.get_by_test_id("stSliderThumbValue")).to_have_text("32")
+    settle(page)
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("1")
+    epochs.press("Enter")
+    expect(epochs).to_have_value("1")
+    settle(page)
+    start.click()
+    expect(page.get_by_text("the model is saved")).to_be_visible(timeout=TRAIN_WAIT)
+    settle(page)
+    assert_no_traceback(page)
+    job_id = re.search(r"[?&]job=([^&]+)", page.url).group(1)
+    config = json.loads((server["runs"] / job_id / "config.json").read_text())
+    assert (config["weights"], config["image_size"], config["epochs"]) == ("none", 32, 1)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Epochs")).to_contain_text("1")
+
+    # ---- Classify: the link opens this run; one image gets a ranked answer.
+    page.get_by_role("link", name="Classify images with this model").click()
+    expect(page.get_by_text("Images to classify")).to_be_visible()
+    settle(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(f"^{re.escape(job_id)} · "))
+    page.locator("input[type=file]").set_input_files(probe)
+    expect(page.get_by_text(re.compile(r"^(red|green|blue) · \d+\.\d%$"))).to_be_visible()
+    settle(page)
+    assert_no_traceback(page)
+
+    # ---- Runs: the run is listed and downloads as a zip holding the model.
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
+    download = page.get_by_role("button", name="Download run (.zip)")
+    expect(download).to_be_visible()
+    settle(page)
+    with page.expect_download(timeout=WAIT) as info:
+        download.click()
+    saved = tmp_path / "run.zip"
+    info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        assert f"{job_id}/model.keras" in zf.namelist()
+    settle(page)
+    assert_no_traceback(page)
