@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import threading
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -99,7 +101,13 @@ def _imagenet_url(include_top: bool) -> str:
 
 def imagenet_cache_path(include_top: bool) -> Path:
     """Where Keras keeps the downloaded ImageNet weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    from keras.src.backend.config import keras_home
+
+    # Ask Keras rather than re-reading the environment: Keras fixes its home at import and falls back to
+    # /tmp/.keras when that is not writable, and the cache check must look where get_file will.
+    home = os.path.expanduser(keras_home())
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return Path(home) / "models" / Path(urlparse(_imagenet_url(include_top)).path).name
 
 
@@ -154,6 +162,14 @@ def _imagenet_backbone(include_top: bool, size: int) -> keras.Model:
         socket.setdefaulttimeout(previous)
 
 
+def _load_weights_quietly(model: keras.Model, path: Path) -> None:
+    # A file that does not fit makes Keras warn once per layer before it raises: dozens of lines on the
+    # terminal ahead of the one-sentence UserError that says the same thing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_weights(str(path))
+
+
 def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
     """Load a local VGG16 weights file (with or without the top layers) into the known topology."""
     p = Path(path)
@@ -163,7 +179,7 @@ def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
         raise UserError(f"{p.name} is not a weights file: VGG16 weights come as an .h5 file.")
     backbone = _vgg16(include_top, None, size)
     try:
-        backbone.load_weights(str(p))
+        _load_weights_quietly(backbone, p)
         return backbone
     except Exception:
         if include_top:
@@ -174,7 +190,7 @@ def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
     # A full VGG16 file also serves a headless backbone: its convolution weights do not depend on the size.
     try:
         full = _vgg16(True, None, 224)
-        full.load_weights(str(p))
+        _load_weights_quietly(full, p)
     except Exception:
         raise UserError(f"{p.name} does not hold VGG16 weights (its layers do not match VGG16).") from None
     for layer in backbone.layers:

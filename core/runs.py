@@ -104,7 +104,11 @@ def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
 
 def delete_run(path: str | os.PathLike) -> None:
     """Delete a saved run folder (only one that carries the marker)."""
-    shutil.rmtree(check_run(path))
+    path = Path(path)
+    # The marker is enough: a listed run that lost classes.json (or any other file) must stay deletable.
+    if not (path.is_dir() and is_run(path)):
+        raise UserError(f"{path} is not a run saved by this app (no {MARKER}); only saved runs can be deleted.")
+    shutil.rmtree(path)
 
 
 def history(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -1,0 +1,297 @@
+"""The command line end to end, in a subprocess: ``python -m core inspect | train | predict``.
+
+Training is VGG16 with random weights at 32 px; the run is trained once for the module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip
+
+from core.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+# What TensorFlow's C++ runtime prints when it is not silenced (absl log lines, CUDA probes, CPU notes).
+TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl|cuda|cpu_feature_guard|oneDNN|TF_ENABLE|tensorflow", re.I | re.M)
+
+
+def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
+        "KERAS_HOME": str(env_dir / "keras"),
+        "COLUMNS": "250",  # argparse wraps help to the terminal width
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "core", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip("\n").split("\n")
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def data_zip(base) -> Path:
+    entries = class_entries(per_class=8)
+    entries["blue/notes.txt"] = b"not an image"
+    return make_zip(base / "colours.zip", entries)
+
+
+@pytest.fixture(scope="module")
+def trained(base, data_zip):
+    """One CLI training into the default runs folder: (run folder, the process)."""
+    proc = run_cli(
+        "train", data_zip,
+        "--weights", "none", "--image-size", 32, "--epochs", 2, "--batch-size", 4,
+        "--head", "gap", "--unfreeze", 3, "--optimizer", "adam", "--learning-rate", 0.05, "--decay", 0,
+        "--precision", "float32", "--work-dir", base / "work",
+        env_dir=base,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = list((base / "runs").iterdir())
+    assert len(found) == 1
+    return found[0], proc
+
+
+@pytest.fixture(scope="module")
+def images(base) -> dict[str, Path]:
+    folder = base / "images"
+    folder.mkdir()
+    paths = {}
+    for i, cls in enumerate(("red", "blue", "red")):
+        paths[f"{cls}{i}"] = folder / f"{cls}{i}.jpg"
+        paths[f"{cls}{i}"].write_bytes(jpeg_bytes(COLORS[cls], (48, 36), seed=700 + i))
+    paths["bad"] = folder / "bad.jpg"
+    paths["bad"].write_text("a text file with a .jpg name")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+
+def test_inspect_prints_classes_and_counts(data_zip, base):
+    proc = run_cli("inspect", data_zip, env_dir=base)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "colours.zip: 2 classes, 16 images (classes layout)" in out
+    assert re.search(r"^\s+blue\s+all\s+8$", out, re.M) and re.search(r"^\s+red\s+all\s+8$", out, re.M)
+    assert "blue/notes.txt" in out  # the skipped file is named with its reason
+    assert not TF_NOISE.search(proc.stderr)
+
+
+def test_inspect_json_is_valid(data_zip, base):
+    proc = run_cli("inspect", data_zip, "--json", env_dir=base)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["classes"] == ["blue", "red"]
+    assert report["counts"] == {"blue": {"all": 8}, "red": {"all": 8}}
+    assert report["total"] == 16 and report["layout"] == "classes"
+    assert [s["file"] for s in report["skipped"]] == ["blue/notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def test_train_saves_a_complete_run(trained, base):
+    run, proc = trained
+    assert run.parent == base / "runs" and "colours" in run.name
+    assert re.search(r"^completed: 2 epochs, val_accuracy \d\.\d{3}, val_loss [\d.]+, \d+ s; saved to ", proc.stdout)
+    assert proc.stdout.strip().endswith(str(run))
+    marker = json.loads((run / "run.json").read_text())
+    assert marker["status"] == "completed" and marker["epochs_completed"] == 2
+    config = json.loads((run / "config.json").read_text())
+    assert (config["weights"], config["image_size"], config["head"], config["learning_rate"]) == (
+        "none",
+        32,
+        "gap",
+        0.05,
+    )
+    assert config["nesterov"] is True and config["batch_size"] == 4
+    assert json.loads((run / "classes.json").read_text()) == ["blue", "red"]
+    assert (run / "model.keras").is_file()
+
+
+def test_train_reports_progress_on_stderr_without_tensorflow_noise(trained):
+    _, proc = trained
+    assert "Traceback" not in proc.stderr
+    assert "colours.zip: 2 classes, 16 images" in proc.stderr
+    assert "epoch 1/2:" in proc.stderr and "epoch 2/2:" in proc.stderr
+    assert not TF_NOISE.search(proc.stderr), proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+def test_predict_prints_ranked_classes(trained, images, base):
+    run, _ = trained
+    proc = run_cli("predict", run, images["red0"], images["blue1"], images["bad"], "--top-k", 2, env_dir=base)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().split("\n")
+    assert [line.split(":")[0] for line in lines] == [str(images["red0"]), str(images["blue1"])]
+    for line in lines:
+        ranked = re.findall(r"(blue|red) ([\d.]+)%", line)
+        assert sorted(c for c, _ in ranked) == ["blue", "red"]
+        probs = [float(p) for _, p in ranked]
+        assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(100, abs=0.2)
+    err = proc.stderr.strip().split("\n")
+    assert len(err) == 1 and err[0].startswith(f"{images['bad']}: skipped: ")
+    assert not TF_NOISE.search(proc.stderr), proc.stderr
+
+
+def test_predict_json_is_valid(trained, images, base):
+    run, _ = trained
+    proc = run_cli("predict", run, images["blue1"], images["red2"], images["bad"], "--json", env_dir=base)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["file"] for r in results] == [str(images["blue1"]), str(images["red2"]), str(images["bad"])]
+    for r in results[:2]:
+        probs = [p["probability"] for p in r["predictions"]]
+        assert probs == sorted(probs, reverse=True) and len(probs) == 2 and "error" not in r
+    assert results[2]["predictions"] == [] and results[2]["error"]
+    assert proc.stderr == ""
+    # The same numbers as the library gives in this process.
+    from core.predict import load_run, predict
+
+    expected = predict(load_run(run), [str(images["blue1"]), str(images["red2"])], top_k=3)
+    for r, p in zip(results, expected, strict=False):
+        assert [d["class"] for d in r["predictions"]] == [c for c, _ in p.top]
+        assert [d["probability"] for d in r["predictions"]] == pytest.approx([pr for _, pr in p.top], abs=1e-5)
+
+
+def test_predict_with_only_missing_images_is_a_user_error(trained, base):
+    run, _ = trained
+    assert_user_error(run_cli("predict", run, base / "nope.jpg", env_dir=base), "No such image file")
+
+
+# ---------------------------------------------------------------------------------------------- user errors
+
+
+def test_zip_with_path_traversal_is_refused_and_nothing_is_written(tmp_path):
+    entries = class_entries(per_class=3)
+    entries["../evil.txt"] = b"escaped"
+    entries["red/../../evil2.txt"] = b"escaped too"
+    (tmp_path / "data").mkdir()
+    bad = make_zip(tmp_path / "data" / "evil.zip", entries)
+    work = tmp_path / "data" / "work"
+    for command in ("inspect", "train"):
+        proc = run_cli(command, bad, "--work-dir", work, "--weights", "none", "--image-size", 32, env_dir=tmp_path)
+        if command == "inspect":  # inspect has no training flags: argparse refuses them in one line too
+            assert_user_error(proc, "unrecognized arguments")
+            proc = run_cli(command, bad, "--work-dir", work, env_dir=tmp_path)
+        assert_user_error(proc, "outside its folder")
+    assert [p.name for p in tmp_path.rglob("evil*")] == ["evil.zip"]
+    assert not (ROOT / "evil.txt").exists() and not (ROOT.parent / "evil.txt").exists()
+    assert not work.exists() or list(work.iterdir()) == []
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "{notzip}", "--weights", "none"], "not a zip file"),
+        (["inspect", "{notzip}"], "not a zip file"),
+        (["inspect", "{missing}"], "does not exist"),
+        (["predict", "{plain}", "{image}"], "not a run saved by this app"),
+        (["train", "{zip}", "--image-size", "8"], "--image-size must be between 32 and 512"),
+        (["train", "{zip}", "--head", "vgg-fc", "--image-size", "64"], "224"),
+        (["train", "{zip}", "--head", "resnet"], "invalid choice"),
+        (["train", "{zip}", "--epochs", "many"], "invalid int value"),
+        (["train", "{zip}", "--validation-split", "0"], "--validation-split"),
+        (["bake", "{zip}"], "invalid choice"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
+    notzip = tmp_path / "photos.zip"
+    notzip.write_text("this is not a zip")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "model.keras").write_bytes(b"PK")
+    image = tmp_path / "x.jpg"
+    image.write_bytes(jpeg_bytes())
+    values = {
+        "notzip": notzip,
+        "missing": tmp_path / "missing.zip",
+        "plain": plain,
+        "image": image,
+        "zip": make_zip(tmp_path / "ok.zip", class_entries(per_class=2)),
+    }
+    proc = run_cli(*[a.format(**values) for a in args], env_dir=tmp_path)
+    assert_user_error(proc, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_weights_file_of_another_model_is_one_line_too(tmp_path):
+    from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
+
+    # isort: split
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save_weights(tmp_path / "other.weights.h5")
+    data = make_zip(tmp_path / "ok.zip", class_entries(per_class=3))
+    proc = run_cli(
+        "train", data, "--weights", tmp_path / "other.weights.h5", "--image-size", 32, "--out", tmp_path / "run",
+        env_dir=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # What is left once progress bars and the dataset summary are set aside: the error, and no per-layer
+    # loading warnings from Keras.
+    shown = [line.split("\r")[-1].strip() for line in proc.stderr.split("\n")]
+    shown = [line for line in shown if line and not line.startswith(("ok.zip: ", "warning: Class", "reading "))]
+    assert shown == ["error: other.weights.h5 does not hold VGG16 weights (its layers do not match VGG16)."]
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- help
+
+
+def test_train_help_lists_every_option_with_its_default(tmp_path):
+    proc = run_cli("train", "--help", env_dir=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == ""
+    text = proc.stdout
+    starts = {m.group(1): m.start() for m in re.finditer(r"^  (--[a-z-]+)", text, re.M)}
+    ends = [*sorted(starts.values()), len(text)]
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in starts, flag
+        start = starts[flag]
+        block = " ".join(text[start : next(e for e in ends if e > start)].split())
+        assert f"(default: {f.default})" in block, (flag, block)
+        if f.metadata["choices"]:
+            assert "{" + ",".join(f.metadata["choices"]) + "}" in block
+    assert "--no-nesterov" in text
+
+
+def test_inspect_and_predict_help(tmp_path):
+    inspect = run_cli("inspect", "--help", env_dir=tmp_path)
+    assert inspect.returncode == 0
+    assert "--json" in inspect.stdout and "--max-entries" in inspect.stdout and "(default: 200000)" in inspect.stdout
+    predict = run_cli("predict", "--help", env_dir=tmp_path)
+    assert predict.returncode == 0
+    assert "--top-k" in predict.stdout and "(default: 3)" in predict.stdout
+    top = run_cli("--help", env_dir=tmp_path)
+    assert top.returncode == 0 and all(c in top.stdout for c in ("inspect", "train", "predict"))

@@ -1,0 +1,112 @@
+"""TrainConfig: the tutorial's defaults, range checks, and the dict round trip used by saved runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from core.config import HEADS, OPTIMIZERS, PRECISIONS, RESIZES, TrainConfig
+from core.errors import UserError
+
+
+def test_defaults_are_the_tutorials_recipe():
+    c = TrainConfig()
+    assert (c.optimizer, c.learning_rate, c.momentum, c.nesterov, c.decay) == ("sgd", 0.01, 0.9, True, 1e-6)
+    assert (c.batch_size, c.validation_split) == (64, 0.1)
+    assert (c.resize, c.image_size, c.unfreeze, c.head, c.weights) == ("crop", 224, 5, "small-fc", "imagenet")
+
+
+def test_defaults_validate_and_validate_returns_self():
+    c = TrainConfig()
+    assert c.validate() is c
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"image_size": 16}, "--image-size"),
+        ({"image_size": 31}, "--image-size"),
+        ({"image_size": 600}, "--image-size"),
+        ({"image_size": 513}, "--image-size"),
+        ({"head": "vgg-fc", "image_size": 64}, "224"),
+        ({"head": "vgg-fc", "image_size": 512}, "224"),
+        ({"optimizer": "lbfgs"}, "--optimizer"),
+        ({"head": "resnet"}, "--head"),
+        ({"resize": "zoom"}, "--resize"),
+        ({"precision": "float64"}, "--precision"),
+        ({"validation_split": 0}, "--validation-split"),
+        ({"validation_split": 1}, "--validation-split"),
+        ({"validation_split": -0.1}, "--validation-split"),
+        ({"unfreeze": 0}, "--unfreeze"),
+        ({"learning_rate": 0}, "--learning-rate"),
+        ({"learning_rate": -0.01}, "--learning-rate"),
+        ({"momentum": 1.0}, "--momentum"),
+        ({"momentum": -0.1}, "--momentum"),
+        ({"decay": -1e-6}, "--decay"),
+        ({"weight_decay": -1}, "--weight-decay"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"epochs": 0}, "--epochs"),
+        ({"early_stopping": -1}, "--early-stopping"),
+    ],
+)
+def test_validate_refuses_out_of_range_options(changes, needle):
+    with pytest.raises(UserError) as info:
+        TrainConfig(**changes).validate()
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message  # one sentence for the CLI's single error line
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"image_size": 32},
+        {"image_size": 512},
+        {"head": "vgg-fc", "image_size": 224},
+        {"head": "gap", "image_size": 48},
+        {"validation_split": 0.5},
+        {"momentum": 0.0},
+        {"decay": 0.0},
+        {"early_stopping": 3},
+    ],
+)
+def test_validate_accepts_the_edges_of_each_range(changes):
+    TrainConfig(**changes).validate()
+
+
+def test_every_choice_is_accepted():
+    for head in ("small-fc", "gap"):
+        TrainConfig(head=head, image_size=64).validate()
+    for resize in RESIZES:
+        TrainConfig(resize=resize).validate()
+    for opt in OPTIMIZERS:
+        TrainConfig(optimizer=opt).validate()
+    for precision in PRECISIONS:
+        TrainConfig(precision=precision).validate()
+    assert set(HEADS) == {"small-fc", "gap", "vgg-fc"}
+    assert set(OPTIMIZERS) == {"sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw"}
+
+
+def test_dict_round_trip():
+    c = TrainConfig(weights="none", head="gap", image_size=48, optimizer="adamw", learning_rate=3e-4, seed=7)
+    d = c.to_dict()
+    assert d["head"] == "gap" and d["image_size"] == 48
+    assert set(d) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert TrainConfig.from_dict(d) == c
+
+
+def test_from_dict_ignores_unknown_keys_and_fills_missing_ones():
+    c = TrainConfig.from_dict({"head": "gap", "image_size": 64, "future_option": 1, "colour": "red"})
+    assert c.head == "gap" and c.image_size == 64
+    assert c.optimizer == "sgd"  # missing keys keep their defaults (older runs)
+    assert not hasattr(c, "future_option")
+
+
+def test_describe_gives_help_for_every_field_and_choices_where_there_are_some():
+    fields = {f.name: f for f in TrainConfig.describe()}
+    assert set(fields) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(f.metadata["help"] for f in fields.values())
+    assert fields["head"].metadata["choices"] == HEADS
+    assert fields["optimizer"].metadata["choices"] == OPTIMIZERS
+    assert fields["epochs"].metadata["choices"] is None
