@@ -3,6 +3,7 @@
     python -m core inspect DATA.zip [--json]
     python -m core train DATA.zip --out runs/ants --weights none --image-size 64 --epochs 2
     python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
+    python -m core cache [--clear]
 
 Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
 Ctrl-C during training stops after the current batch and saves the model trained so far; a second Ctrl-C aborts.
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from core.config import TrainConfig
 from core.dataset import Limits, load_dataset
-from core.errors import UserError
+from core.errors import Cancelled, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    p = sub.add_parser("cache", help="show or clear the cache of decoded images and frozen-layer features")
+    p.add_argument("--clear", action="store_true", help="remove every cached entry")
     return parser
 
 
@@ -172,10 +176,16 @@ class _TrainBars:
         self.stage = ""
 
     def __call__(self, ev) -> None:
+        if ev.kind == "plan":
+            print(ev.message, file=sys.stderr)
+            return
         if ev.stage != self.stage or self.bar is None:
             self.close()
             self.stage = ev.stage
-            desc, unit = ("reading images", "img") if ev.stage == "reading" else ("training", "batch")
+            desc, unit = {
+                "reading": ("reading images", "img"),
+                "features": ("frozen layers, once per image", "img"),
+            }.get(ev.stage, ("training", "batch"))
             self.bar = tqdm(total=ev.total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
         self.bar.update(ev.done - self.bar.n)
         if ev.kind == "batch":
@@ -191,6 +201,9 @@ class _TrainBars:
 
 
 def cmd_predict(args) -> int:
+    from core.runs import check_run
+
+    check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
     from core.predict import load_run, predict
 
     run = load_run(args.run)
@@ -222,9 +235,22 @@ def cmd_predict(args) -> int:
     return 0 if any(p.ok for p in results) else 2
 
 
+def cmd_cache(args) -> int:
+    from core.cache import ArrayCache
+
+    cache = ArrayCache()
+    if args.clear:
+        print(f"cleared {cache.clear() / 1024**2:.1f} MB from {cache.root}")
+    else:
+        info = cache.info()
+        print(f"{info['path']}: {info['entries']} entries, {info['bytes'] / 1024**2:.1f} MB "
+              f"(limit {info['limit_bytes'] / 1024**2:.0f} MB)")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict}
+    commands = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict, "cache": cmd_cache}
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:
         args._tmp = tmp
         try:
@@ -232,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except Cancelled as exc:
+            print(str(exc), file=sys.stderr)
+            return 130
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -7,3 +7,7 @@ one line and exits with status 2. Anything else that escapes is a bug and keeps 
 
 class UserError(Exception):
     """A problem with the user's input (dataset, image, option, run folder), not with the program."""
+
+
+class Cancelled(Exception):
+    """A stop was requested before anything worth saving existed."""

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 
@@ -30,7 +29,7 @@ import numpy as np
 
 from core.cache import ArrayCache, file_digest, settings_digest
 from core.config import TrainConfig
-from core.images import load_image
+from core.images import load_named
 
 FEATURE_BATCH = 32
 CACHE_FORMAT = 1
@@ -124,10 +123,15 @@ def digests(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def compiled(model: keras.Model):
-    """``model`` in inference mode as one compiled graph: no per-batch Python overhead of ``predict``."""
+    """``model`` in inference mode as one compiled graph: no per-batch Python overhead of ``predict``.
+
+    In float32, XLA runs VGG16's convolutions ~10 % faster on a CPU; in bfloat16 the plain graph is used,
+    since that is where oneDNN's AMX / AVX512-BF16 kernels live.
+    """
     import tensorflow as tf
 
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    float32 = all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers if layer.weights)
+    return tf.function(lambda x: model(x, training=False), jit_compile=float32, reduce_retracing=True, autograph=False)
 
 
 def extract(
@@ -162,8 +166,9 @@ def extract(
     if missing:
         run = compiled(plan.prefix)
         size, resize = config.image_size, config.resize
-        with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
-            decoded = pool.map(lambda i: load_image(paths[i], size, resize), missing)  # runs ahead of the loop
+        pool = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2))
+        try:
+            decoded = pool.map(lambda i: load_named(paths[i], size, resize), missing)  # runs ahead of the loop
             for b in range(0, len(missing), FEATURE_BATCH):
                 idx = missing[b : b + FEATURE_BATCH]
                 batch = np.stack([next(decoded) for _ in idx])
@@ -173,7 +178,9 @@ def extract(
                     cache.put(namespace, keys[i], feats[j])
                 done += len(idx)
                 if progress:
-                    progress(done, len(paths))
+                    progress(done, len(paths))  # may raise to cancel: pending decodes are dropped below
+        finally:
+            pool.shutdown(cancel_futures=True)
         cache.trim()
     if stats is not None:
         stats.update(hits=len(paths) - len(missing), misses=len(missing), feature_seconds=time.monotonic() - start)
@@ -196,13 +203,16 @@ def load_images_cached(
     def one(i: int) -> None:
         arr = cache.get(namespace, keys[i])
         if arr is None or arr.shape != out.shape[1:]:
-            arr = load_image(Path(paths[i]), size, resize)
+            arr = load_named(paths[i], size, resize)
             cache.put(namespace, keys[i], arr)
         out[i] = arr
 
-    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+    pool = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2))
+    try:
         for n, _ in enumerate(pool.map(one, range(len(paths))), start=1):
             if progress:
                 progress(n, len(paths))
+    finally:
+        pool.shutdown(cancel_futures=True)
     cache.trim()
     return out

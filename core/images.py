@@ -119,6 +119,15 @@ def load_image(source: Source, size: int, resize: str = "crop") -> np.ndarray:
             raise ImageError(f"{reason}") from None
 
 
+def load_named(source: Source, size: int, resize: str = "crop", name: str = "image") -> np.ndarray:
+    """``load_image``, with the file's name (or ``name`` for bytes) at the start of an error message."""
+    try:
+        return load_image(source, size, resize)
+    except ImageError as exc:
+        label = name if isinstance(source, bytes) else Path(source).name
+        raise ImageError(f"{label}: {exc}") from None
+
+
 def load_images(
     sources: Sequence[Source],
     size: int,
@@ -134,11 +143,7 @@ def load_images(
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
 
     def work(i: int) -> int:
-        try:
-            out[i] = load_image(sources[i], size, resize)
-        except ImageError as exc:
-            name = Path(sources[i]).name if not isinstance(sources[i], bytes) else f"image {i + 1}"
-            raise ImageError(f"{name}: {exc}") from None
+        out[i] = load_named(sources[i], size, resize, f"image {i + 1}")
         return i
 
     with ThreadPoolExecutor(workers) as pool:

@@ -22,15 +22,14 @@ from typing import Any
 from core import runs
 from core.config import TrainConfig
 from core.dataset import Dataset
-from core.errors import UserError
+from core.errors import Cancelled, UserError
 
 log = logging.getLogger(__name__)
 MAX_JOBS_ENV = "CLASSIFIER_MAX_JOBS"
 MAX_BATCH_POINTS = 5000  # per-batch losses kept for the chart; older points are thinned
 
-QUEUED, READING, TRAINING, COMPLETED, STOPPED, FAILED, CANCELLED = (
-    "queued", "reading", "training", "completed", "stopped", "failed", "cancelled",
-)  # fmt: skip
+QUEUED, READING, FEATURES, TRAINING = "queued", "reading", "features", "training"
+COMPLETED, STOPPED, FAILED, CANCELLED = "completed", "stopped", "failed", "cancelled"
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED)
 
 
@@ -55,6 +54,7 @@ class Job:
     batch_losses: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    path_reason: str = ""
     stop_event: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,7 +65,9 @@ class Job:
     def on_event(self, ev) -> None:
         """Listener for ``core.training.train``: called from the worker thread."""
         with self.lock:
-            self.state = READING if ev.stage == "reading" else TRAINING
+            self.state = ev.stage  # reading, features or training
+            if ev.kind == "plan":
+                self.path_reason = ev.message
             self.done, self.total, self.eta = ev.done, ev.total, ev.eta
             self.epoch, self.epochs, self.batch, self.batches = ev.epoch, ev.epochs, ev.batch, ev.batches
             if ev.kind == "batch" and "loss" in ev.logs:
@@ -96,6 +98,7 @@ class Job:
                 "batch_losses": list(self.batch_losses),
                 "metrics": dict(self.metrics),
                 "error": self.error,
+                "path_reason": self.path_reason,
                 "stopping": self.stop_event.is_set() and self.state not in FINISHED,
             }
 
@@ -168,6 +171,8 @@ class JobRegistry:
 
             result = train(job.dataset, job.config, job.run_dir, job.on_event, job.stop_event)
             state, metrics = result.status, result.metrics
+        except Cancelled:
+            state = CANCELLED
         except UserError as exc:
             error = str(exc)
         except Exception as exc:  # a bug: keep the server alive, log the traceback, tell the user

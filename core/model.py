@@ -147,13 +147,21 @@ def _vgg16(include_top: bool, weights, size: int) -> keras.Model:
     return VGG16(include_top=include_top, weights=weights, input_shape=(size, size, 3))
 
 
-def _imagenet_backbone(include_top: bool, size: int) -> keras.Model:
+# Keras' own checksums for the two VGG16 ImageNet files (keras/src/applications/vgg16.py).
+_IMAGENET_MD5 = {True: "64373286793e3c8b2b4e3219cbf3544b", False: "6d6bbae143d832006294945121d1f1fc"}
+
+
+def fetch_imagenet(include_top: bool) -> str:
+    """Path of the ImageNet weights file in Keras' cache, downloading it once (checked, never hanging)."""
     if not imagenet_cache_path(include_top).exists():
         _check_reachable(include_top)
+    url = _imagenet_url(include_top)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)  # a stalled download fails instead of hanging the run forever
     try:
-        return _vgg16(include_top, "imagenet", size)
+        return keras.utils.get_file(
+            Path(urlparse(url).path).name, url, cache_subdir="models", file_hash=_IMAGENET_MD5[include_top]
+        )
     except Exception as exc:
         if "URL fetch failure" in str(exc) or isinstance(exc, OSError):
             raise UserError(offline_message(include_top)) from None
@@ -202,7 +210,7 @@ def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
 def backbone(config: TrainConfig) -> keras.Model:
     include_top = config.head == "vgg-fc"
     if config.weights == "imagenet":
-        return _imagenet_backbone(include_top, config.image_size)
+        return _vgg16(include_top, fetch_imagenet(include_top), config.image_size)
     if config.weights in ("none", "", None):
         return _vgg16(include_top, None, config.image_size)
     return _file_backbone(include_top, config.weights, config.image_size)
@@ -221,6 +229,8 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2. Received: num_classes={num_classes}")
     precision = resolve_precision(config.precision)
+    if config.weights == "imagenet":
+        fetch_imagenet(config.head == "vgg-fc")  # download before taking the lock other sessions' builds wait on
     with dtype_policy(precision):
         base = backbone(config)
         inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")

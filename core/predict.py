@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from core.errors import UserError
 from core.images import ImageError, Source, load_image
 
 BATCH = 32
-_cache: dict[tuple[str, float], Run] = {}
+MAX_LOADED = 4
+_cache: OrderedDict[tuple[str, float], Run] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -63,22 +65,28 @@ class Prediction:
 
 
 def load_run(path: str | os.PathLike) -> Run:
-    """Load a saved run (one load per run per process; a re-saved model is loaded again)."""
+    """Load a saved run: one load per run per process; a re-saved model is loaded again, old ones are dropped."""
     path = runs.check_run(path).resolve()
     key = (str(path), (path / "model.keras").stat().st_mtime)
     with _cache_lock:
-        if key not in _cache:
-            try:
-                model = keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True)
-            except Exception as exc:
-                raise UserError(f"The model in {path.name} cannot be loaded ({exc}).") from None
-            _cache[key] = Run(
-                path=path,
-                model=model,
-                classes=list(runs.read_json(path / "classes.json")),
-                config=TrainConfig.from_dict(runs.read_json(path / "config.json")),
-                info=runs.read_json(path / runs.MARKER),
-            )
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        for stale in [k for k in _cache if k[0] == key[0]]:
+            del _cache[stale]
+        try:
+            model = keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True)
+        except Exception as exc:
+            raise UserError(f"The model in {path.name} cannot be loaded ({exc}).") from None
+        _cache[key] = Run(
+            path=path,
+            model=model,
+            classes=list(runs.read_json(path / "classes.json")),
+            config=TrainConfig.from_dict(runs.read_json(path / "config.json")),
+            info=runs.read_json(path / runs.MARKER),
+        )
+        while len(_cache) > MAX_LOADED:  # a vgg-fc model holds ~540 MB
+            _cache.popitem(last=False)
         return _cache[key]
 
 

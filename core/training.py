@@ -10,6 +10,7 @@ run within one batch; the model trained so far is saved and the run is marked ``
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,15 +25,21 @@ import keras
 import numpy as np
 
 from core import runs
+from core.cache import ArrayCache
 from core.config import TrainConfig
 from core.dataset import Dataset
-from core.images import load_images
+from core.errors import Cancelled
+from core.features import extract, load_images_cached, plan_training
 from core.model import build_model, compile_model, param_counts, resolve_precision
 
 
 @dataclass
 class Event:
-    """A progress report: ``stage`` is "reading" (images) or "training" (batches); ``kind`` says what ended."""
+    """A progress report; ``kind`` says what ended.
+
+    ``stage`` is "features" (images through the frozen prefix, or from the cache), "reading" (decoding images
+    for end-to-end training) or "training" (batches).
+    """
 
     stage: str
     kind: str  # "progress" (reading), "batch", "epoch"
@@ -45,6 +52,7 @@ class Event:
     batch: int = 0  # 1-based within the epoch
     batches: int = 0
     logs: dict[str, float] = field(default_factory=dict)
+    message: str = ""  # kind "plan": which training path the run takes, and why
 
 
 Listener = Callable[[Event], None]
@@ -92,6 +100,7 @@ class ReportingCallback(keras.callbacks.Callback):
         self.epochs, self.on_event, self.should_stop = epochs, on_event, should_stop
         self.epoch = 0
         self.batches = 0
+        self.completed = 0  # whole epochs: a stop mid-epoch does not count its partial one
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
@@ -129,18 +138,26 @@ class ReportingCallback(keras.callbacks.Callback):
             self.model.stop_evaluating = True  # a stop skips the rest of this epoch's validation too
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.on_event and not self.should_stop():
+        if self.should_stop():
+            return
+        self.completed += 1
+        if self.on_event:
             self.on_event(self._event("epoch", self.batches, logs))
 
 
-def _reading_reporter(listener: Listener | None, offset: int, grand_total: int) -> Callable[[int, int], None]:
+def _stage_reporter(
+    stage: str, listener: Listener | None, stop: threading.Event, offset: int, grand_total: int
+) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` for reading or the feature pass: reports an Event and honours a stop."""
     start = time.monotonic()
 
     def report(done: int, total: int) -> None:
-        if listener:
+        if stop.is_set():
+            raise Cancelled("Stopped before training started; nothing was saved.")
+        if listener and done:
             elapsed = time.monotonic() - start
             n = offset + done
-            listener(Event("reading", "progress", n, grand_total, elapsed, elapsed / done * (grand_total - n)))
+            listener(Event(stage, "progress", n, grand_total, elapsed, elapsed / done * (grand_total - n)))
 
     return report
 
@@ -151,50 +168,66 @@ def train(
     out_dir: str | Path | None = None,
     listener: Listener | None = None,
     stop: threading.Event | None = None,
+    cache: ArrayCache | None = None,
 ) -> Result:
     """Train a classifier on ``dataset`` and save it as a run folder (``out_dir`` or a new one under the runs folder).
 
+    When the layers before the trainable ones are frozen (the tutorial's default), each image goes through them
+    once (or comes from the disk cache) and only the tail trains; otherwise the whole model trains end to end.
+
     Raises:
         UserError: bad options, a weights problem, or an unreadable image; no run folder is left behind.
+        Cancelled: ``stop`` was set before training started; no run folder is left behind.
     """
     config.validate()
     stop = stop or threading.Event()
     run_dir = runs.claim_dir(out_dir) if out_dir else runs.new_run_dir(dataset.report.source)
     try:
-        return _train(dataset, config, run_dir, listener, stop)
+        return _train(dataset, config, run_dir, listener, stop, cache or ArrayCache())
     except BaseException:
-        import shutil
-
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop: threading.Event) -> Result:
+def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop, cache: ArrayCache) -> Result:
     started = time.time()
     keras.utils.set_random_seed(config.seed)
     train_idx, val_idx = split_dataset(dataset, config)
     paths = dataset.paths()
-    n = len(train_idx) + len(val_idx)
-    x_train = load_images(
-        [paths[i] for i in train_idx], config.image_size, config.resize, _reading_reporter(listener, 0, n)
-    )
-    x_val = load_images(
-        [paths[i] for i in val_idx], config.image_size, config.resize, _reading_reporter(listener, len(train_idx), n)
-    )
+    train_paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
+    n = len(paths_all := train_paths + val_paths)
     num_classes = len(dataset.classes)
     y_train = keras.utils.to_categorical([dataset.items[i].label for i in train_idx], num_classes)
     y_val = keras.utils.to_categorical([dataset.items[i].label for i in val_idx], num_classes)
 
-    model = compile_model(build_model(config, num_classes), config)
-    callbacks: list[keras.callbacks.Callback] = [
-        ReportingCallback(config.epochs, listener, stop.is_set),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-    ]
+    model = build_model(config, num_classes)
+    plan = plan_training(model)
+    if listener:
+        listener(Event("features" if plan.cached else "reading", "plan", 0, n, 0.0, None, message=plan.reason))
+    t0 = time.monotonic()
+    stats: dict = {}
+    if plan.cached:
+        x_all = extract(plan, paths_all, config, cache, _stage_reporter("features", listener, stop, 0, n), stats)
+        fit_model = plan.tail
+    else:
+        x_all = load_images_cached(
+            paths_all, config.image_size, config.resize, cache, _stage_reporter("reading", listener, stop, 0, n)
+        )
+        fit_model = model
+    x_train, x_val = x_all[: len(train_paths)], x_all[len(train_paths) :]
+    prepare_s = time.monotonic() - t0
+    if stop.is_set():
+        raise Cancelled("Stopped before training started; nothing was saved.")
+
+    compile_model(fit_model, config)
+    reporter = ReportingCallback(config.epochs, listener, stop.is_set)
+    callbacks: list[keras.callbacks.Callback] = [reporter, keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
     if config.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
         )
-    history = model.fit(
+    t0 = time.monotonic()
+    history = fit_model.fit(
         x_train,
         y_train,
         batch_size=config.batch_size,
@@ -204,22 +237,30 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop:
         verbose=0,
         callbacks=callbacks,
     )
+    fit_s = time.monotonic() - t0
     status = "stopped" if stop.is_set() else "completed"
-    epochs_done = len(history.history.get("loss", []))
-    rows = [{k: float(v[i]) for k, v in history.history.items()} for i in range(epochs_done)]
-    val_loss, val_acc = model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0)
+    rows = [{k: float(v[i]) for k, v in history.history.items()} for i in range(len(history.history.get("loss", [])))]
+    val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0)
     metrics = {
         "val_loss": float(val_loss),
         "val_accuracy": float(val_acc),
         "train_loss": rows[-1]["loss"] if rows else None,
         "train_accuracy": rows[-1]["accuracy"] if rows else None,
-        "epochs_completed": epochs_done,
+        "epochs_completed": reporter.completed,
         "train_images": len(train_idx),
         "val_images": len(val_idx),
         "seconds": round(time.time() - started, 1),
         "precision": resolve_precision(config.precision),
+        "path": "cached features" if plan.cached else "end to end",
+        "path_reason": plan.reason,
+        ("feature_seconds" if plan.cached else "load_seconds"): round(prepare_s, 2),
+        "fit_seconds": round(fit_s, 2),
         **param_counts(model),
     }
+    if plan.cached:
+        metrics["cache_hits"], metrics["cache_misses"] = stats["hits"], stats["misses"]
+        if stats["misses"]:
+            metrics["feature_images_per_second"] = round(stats["misses"] / max(stats["feature_seconds"], 1e-9), 2)
     _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
 

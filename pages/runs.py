@@ -7,13 +7,31 @@ import pandas as pd
 import streamlit as st
 
 from core import UserError
+from core.cache import ArrayCache
 from core.runs import delete_run, export_zip, history, list_runs, read_json
 from pages import charts
 from pages.common import RUN_PARAM
 
 st.title("Runs")
+
+
+def cache_panel() -> None:
+    cache = ArrayCache()
+    info = cache.info()
+    with st.expander(f"Cache of frozen-layer features and decoded images: {info['bytes'] / 1024**2:,.0f} MB"):
+        st.write(
+            "Training again on the same photos with other head or optimizer settings reads the frozen layers' "
+            f"outputs from here instead of computing them again. {info['entries']:,} entries, limit "
+            f"{info['limit_bytes'] / 1024**2:,.0f} MB; the least recently used go first."
+        )
+        if st.button("Clear the cache", icon=":material/delete_sweep:", disabled=not info["entries"]):
+            st.toast(f"Cleared {cache.clear() / 1024**2:,.1f} MB")
+            st.rerun()
+
+
 runs = list_runs()
 if not runs:
+    cache_panel()
     st.info("No saved runs yet: train a model and it appears here for everyone on this server.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
@@ -58,3 +76,5 @@ with c3.popover("Delete run", icon=":material/delete:"):
         else:
             st.toast(f"Deleted {run['id']}")
             st.rerun()
+
+cache_panel()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import UserError
 from core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, VGG_FC_SIZE, TrainConfig
-from core.jobs import CANCELLED, COMPLETED, FAILED, FINISHED, QUEUED, READING, STOPPED, registry
+from core.jobs import CANCELLED, COMPLETED, FAILED, FEATURES, FINISHED, QUEUED, READING, STOPPED, registry
 from pages import charts
 from pages.common import DATASET, JOB_PARAM, RUN_PARAM, SESSION_ID, WEIGHTS_FILE, duration, init_session, session_dir
 
@@ -54,6 +54,8 @@ def runs_ahead(job_id: str) -> int:
 
 def render_job(snap: dict) -> None:
     state = snap["state"]
+    if snap["path_reason"]:
+        st.caption(snap["path_reason"])
     if state == QUEUED:
         ahead = runs_ahead(snap["id"])
         st.info(
@@ -62,10 +64,11 @@ def render_job(snap: dict) -> None:
             else "Starting…",
             icon=":material/hourglass_top:",
         )
-    elif state == READING:
+    elif state in (READING, FEATURES):
+        what = "Reading images" if state == READING else "Running the frozen layers once per image"
         st.progress(
             snap["done"] / max(snap["total"], 1),
-            text=f"Reading images: {snap['done']:,}/{snap['total']:,} · ETA {duration(snap['eta'])}",
+            text=f"{what}: {snap['done']:,}/{snap['total']:,} · ETA {duration(snap['eta'])}",
         )
     elif state not in FINISHED:
         text = (
@@ -102,7 +105,7 @@ def finished(job_id: str, snap: dict) -> None:
     if state in (COMPLETED, STOPPED):
         if state == STOPPED:
             st.warning(
-                f"Stopped after {m['epochs_completed']} epoch(s); the model trained so far is saved.",
+                f"Stopped after {m['epochs_completed']} full epoch(s); the model trained so far is saved.",
                 icon=":material/pause_circle:",
             )
         else:

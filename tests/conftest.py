@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -10,13 +12,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
+ISOLATED_ENV = ("CLASSIFIER_RUNS_DIR", "CLASSIFIER_CACHE_DIR", "CLASSIFIER_WORK_DIR", "KERAS_HOME")
+
+
+def pytest_configure(config):
+    """Point every folder the app writes at a session temp dir before anything runs, module fixtures included."""
+    base = Path(tempfile.mkdtemp(prefix="classifier-tests-"))
+    for name in ISOLATED_ENV:
+        os.environ[name] = str(base / name.lower())
+
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path_factory, monkeypatch):
-    """Each test gets its own runs folder and an empty Keras cache, so nothing leaks into the checkout or $HOME."""
+    """Each test gets its own runs, cache and work folders and an empty Keras cache: nothing leaks into the checkout."""
     base = tmp_path_factory.mktemp("env")
     monkeypatch.setenv("CLASSIFIER_RUNS_DIR", str(base / "runs"))
     monkeypatch.setenv("KERAS_HOME", str(base / "keras"))
+    monkeypatch.setenv("CLASSIFIER_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("CLASSIFIER_WORK_DIR", str(base / "work"))
     return base
 
 

@@ -28,6 +28,8 @@ def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
         **os.environ,
         "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
         "KERAS_HOME": str(env_dir / "keras"),
+        "CLASSIFIER_CACHE_DIR": str(env_dir / "cache"),
+        "CLASSIFIER_WORK_DIR": str(env_dir / "work"),
         "COLUMNS": "250",  # argparse wraps help to the terminal width
     }
     return subprocess.run(
@@ -295,3 +297,13 @@ def test_inspect_and_predict_help(tmp_path):
     assert "--top-k" in predict.stdout and "(default: 3)" in predict.stdout
     top = run_cli("--help", env_dir=tmp_path)
     assert top.returncode == 0 and all(c in top.stdout for c in ("inspect", "train", "predict"))
+
+
+def test_cache_command_shows_and_clears_the_feature_cache(trained, base):
+    shown = run_cli("cache", env_dir=base)
+    assert shown.returncode == 0, shown.stderr
+    entries = int(shown.stdout.split(":")[-1].split()[0])
+    assert entries > 0  # the training above cached its frozen-layer features
+    cleared = run_cli("cache", "--clear", env_dir=base)
+    assert cleared.returncode == 0 and "cleared" in cleared.stdout
+    assert " 0 entries" in run_cli("cache", env_dir=base).stdout

@@ -287,7 +287,7 @@ def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path):
     at.run()
     assert_clean(at)
     assert any("Stopped after" in w for w in texts(at.warning))
-    assert 1 <= int(metrics(at)["Epochs"]) < 500
+    assert 0 <= int(metrics(at)["Epochs"]) < 500  # whole epochs only: a stop mid-epoch does not count it
     assert (job.run_dir / "model.keras").is_file()
 
 

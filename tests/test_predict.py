@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 
 import keras
 import numpy as np
@@ -68,7 +69,7 @@ def test_load_run_reads_the_run_and_caches_it(run_dir, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(keras.saving, "load_model", spy)
-    monkeypatch.setattr(core.predict, "_cache", {})
+    monkeypatch.setattr(core.predict, "_cache", OrderedDict())
     run = load_run(run_dir)
     assert calls and all(c.get("safe_mode") is True for c in calls)
     assert run.classes == ["blue", "red"]
@@ -81,7 +82,7 @@ def test_load_run_reads_the_run_and_caches_it(run_dir, monkeypatch):
 
 
 def test_a_re_saved_model_is_loaded_again(run_dir, monkeypatch):
-    monkeypatch.setattr(core.predict, "_cache", {})
+    monkeypatch.setattr(core.predict, "_cache", OrderedDict())
     first = load_run(run_dir)
     model_file = run_dir / "model.keras"
     stat = model_file.stat()

@@ -18,7 +18,7 @@ from conftest import COLORS, class_entries, jpeg_bytes, make_zip
 from core import runs
 from core.config import TrainConfig
 from core.dataset import load_dataset
-from core.errors import UserError
+from core.errors import Cancelled, UserError
 from core.training import Event, split_dataset, stratified_split, train
 
 FAST = {
@@ -173,16 +173,18 @@ def test_result_history_has_one_finite_row_per_epoch(split_run):
     assert result.metrics["train_loss"] == result.history[-1]["loss"]
 
 
-def test_reading_events_count_every_image_up_to_the_total(split_run):
+def test_preparation_events_announce_the_path_and_count_every_image(split_run):
     _, _, recorder, _ = split_run
-    reading = [e for e in recorder.events if e.stage == "reading"]
-    assert reading and all(e.kind == "progress" and e.total == 16 for e in reading)
+    plan = recorder.events[0]
+    assert plan.kind == "plan" and "Fast path" in plan.message  # gap head, convolutions frozen: cached features
+    reading = [e for e in recorder.events if e.stage == "features" and e.kind == "progress"]
+    assert reading and all(e.total == 16 for e in reading)
     done = [e.done for e in reading]
     assert done == sorted(done) and done[-1] == 16
     assert all(e.eta is not None and e.eta >= 0 for e in reading)
     assert reading[-1].eta == 0
     first_training = next(i for i, e in enumerate(recorder.events) if e.stage == "training")
-    assert all(e.stage == "reading" for e in recorder.events[:first_training])
+    assert all(e.stage == "features" for e in recorder.events[:first_training])
 
 
 def test_batch_and_epoch_events_carry_sensible_counts(split_run):
@@ -234,7 +236,7 @@ def test_stop_ends_the_run_within_one_batch_and_saves_it(colour_dataset, tmp_pat
     assert len(recorder.of("batch")) == 1
     assert recorder.of("epoch") == []
     marker = json.loads((result.run_dir / runs.MARKER).read_text())
-    assert marker["status"] == "stopped" and marker["epochs_completed"] == 1
+    assert marker["status"] == "stopped" and marker["epochs_completed"] == 0  # the partial epoch does not count
     assert (result.run_dir / "model.keras").is_file()
     assert runs.check_run(result.run_dir) == result.run_dir
     assert math.isfinite(result.metrics["val_loss"])
@@ -295,3 +297,29 @@ def test_new_run_folder_is_named_after_the_dataset(colour_dataset, isolated_dirs
     assert result.run_dir.parent == isolated_dirs / "runs"
     assert "colours" in result.run_dir.name
     assert [r["id"] for r in runs.list_runs()] == [result.run_dir.name]
+
+
+def test_stop_before_training_starts_cancels_and_saves_nothing(colour_dataset, tmp_path):
+    stop = threading.Event()
+
+    def listener(ev):
+        if ev.stage == "features" and ev.kind == "progress":
+            stop.set()  # the user presses Stop while the frozen layers are still running
+
+    with pytest.raises(Cancelled):
+        train(colour_dataset, fast(), tmp_path / "run", listener=listener, stop=stop)
+    assert not (tmp_path / "run").exists()
+
+
+def test_second_training_with_another_optimizer_reuses_the_cached_features(colour_dataset, tmp_path):
+    first = train(colour_dataset, fast(epochs=1), tmp_path / "a")
+    second = train(colour_dataset, fast(epochs=1, optimizer="sgd", learning_rate=0.01), tmp_path / "b")
+    assert first.metrics["path"] == "cached features"
+    assert first.metrics["cache_misses"] == len(colour_dataset.items)
+    assert second.metrics["cache_hits"] == len(colour_dataset.items) and second.metrics["cache_misses"] == 0
+
+
+def test_nothing_frozen_trains_end_to_end_and_says_why(colour_dataset, tmp_path):
+    result = train(colour_dataset, fast(epochs=1, unfreeze=1000), tmp_path / "run")
+    assert result.metrics["path"] == "end to end"
+    assert "no layer" in result.metrics["path_reason"]
