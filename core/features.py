@@ -31,7 +31,7 @@ from core.cache import ArrayCache, file_digest, settings_digest
 from core.config import TrainConfig
 from core.images import load_named
 
-FEATURE_BATCH = 32
+FEATURE_BATCH = 16  # on 2 cores: 9 % slower than 32 but a quarter less peak memory
 CACHE_FORMAT = 1
 _STOCHASTIC = (
     keras.layers.Dropout,

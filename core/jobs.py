@@ -134,6 +134,15 @@ class JobRegistry:
         with self._cond:
             return self._waiting.index(job_id) + 1 if job_id in self._waiting else 0
 
+    def ahead(self, job_id: str) -> int:
+        """Runs that must start or finish before this queued one starts: those ahead in line, and those
+        training now when every slot is taken. 0 once its worker has taken it."""
+        with self._cond:
+            if job_id not in self._waiting:
+                return 0
+            place = self._waiting.index(job_id)
+            return place + (self._running if self._running >= self.max_running else 0)
+
     def stop(self, job_id: str) -> None:
         job = self.get(job_id)
         if job is None:

@@ -268,11 +268,6 @@ def freeze(model: keras.Model, unfreeze: int) -> None:
         layer.trainable = trainable
 
 
-def first_trainable(model: keras.Model) -> int:
-    """Index in ``model.layers`` of the first layer with trainable weights (where the frozen prefix ends)."""
-    return next(i for i, layer in enumerate(model.layers) if layer.trainable and layer.weights)
-
-
 def describe_layers(model: keras.Model) -> list[dict]:
     """One row per layer: name, type, output shape, parameter count, trainable."""
     rows = []

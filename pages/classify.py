@@ -9,6 +9,7 @@ from pages import charts
 from pages.common import RUN_PARAM
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
+MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
@@ -41,7 +42,9 @@ except UserError as exc:
     st.stop()
 
 c1, c2 = st.columns([3, 1])
-files = c1.file_uploader("Images to classify", type=IMAGE_TYPES, accept_multiple_files=True)
+files = c1.file_uploader(
+    "Images to classify", type=IMAGE_TYPES, accept_multiple_files=True, max_upload_size=MAX_IMAGE_MB
+)
 top_k = c2.slider("Top classes to show", 1, max(1, min(10, len(run.classes))), min(3, len(run.classes)))
 photo = st.camera_input("Or take a photo") if c2.toggle("Use the camera") else None
 

@@ -15,6 +15,7 @@ SESSION_ID = "session_id"
 DATASET = "dataset"
 DATASET_KEY = "dataset_key"  # which upload the current dataset came from
 WEIGHTS_FILE = "weights_file"
+CURRENT_JOB = "current_job"  # the training job this session started last
 # Widget keys
 UPLOAD = "dataset_upload"
 USE_SAMPLE = "use_sample"

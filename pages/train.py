@@ -11,7 +11,17 @@ from core import UserError
 from core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, VGG_FC_SIZE, TrainConfig
 from core.jobs import CANCELLED, COMPLETED, FAILED, FEATURES, FINISHED, QUEUED, READING, STOPPED, registry
 from pages import charts
-from pages.common import DATASET, JOB_PARAM, RUN_PARAM, SESSION_ID, WEIGHTS_FILE, duration, init_session, session_dir
+from pages.common import (
+    CURRENT_JOB,
+    DATASET,
+    JOB_PARAM,
+    RUN_PARAM,
+    SESSION_ID,
+    WEIGHTS_FILE,
+    duration,
+    init_session,
+    session_dir,
+)
 
 DEFAULTS = TrainConfig()
 HELP = {f.name: f.metadata["help"] for f in TrainConfig.describe()}
@@ -42,22 +52,12 @@ def unfrozen(n_layers: int, k: int) -> list[bool]:
 # ---------------------------------------------------------------------------------------------- a running job
 
 
-def runs_ahead(job_id: str) -> int:
-    """Runs that start or finish before this queued one can start: those training now and those ahead in line."""
-    reg = registry()
-    place = reg.position(job_id)  # 1 = next in line; 0 = its worker has already taken it
-    if place == 0:
-        return 0
-    running = sum(j.id != job_id and j.state not in FINISHED and reg.position(j.id) == 0 for j in reg.jobs())
-    return place - 1 + (running if running >= reg.max_running else 0)
-
-
 def render_job(snap: dict) -> None:
     state = snap["state"]
     if snap["path_reason"]:
         st.caption(snap["path_reason"])
     if state == QUEUED:
-        ahead = runs_ahead(snap["id"])
+        ahead = registry().ahead(snap["id"])
         st.info(
             f"Waiting for the server: {ahead} training run(s) ahead of yours. It starts by itself."
             if ahead
@@ -99,6 +99,11 @@ def live(job_id: str) -> None:
         st.rerun()  # scope="fragment" raises when the click arrives in a full-script run
 
 
+def forget_job() -> None:
+    st.query_params.pop(JOB_PARAM, None)
+    st.session_state.pop(CURRENT_JOB, None)
+
+
 def finished(job_id: str, snap: dict) -> None:
     render_job(snap)
     state, m = snap["state"], snap["metrics"]
@@ -126,21 +131,24 @@ def finished(job_id: str, snap: dict) -> None:
     elif state == CANCELLED:
         st.info("Cancelled before it started.")
     if st.button("Train another model", icon=":material/add:"):
-        del st.query_params[JOB_PARAM]
+        forget_job()
         st.rerun()
 
 
 init_session()
 st.title("Train")
 
-job_id = st.query_params.get(JOB_PARAM)
+# The address finds the job after a refresh or in a new tab; the session finds it after a visit to another page.
+job_id = st.query_params.get(JOB_PARAM) or st.session_state.get(CURRENT_JOB)
+if job_id:
+    st.query_params[JOB_PARAM] = job_id
 if job_id:
     job = registry().get(job_id)
     if job is None:
         st.info("That training run is not running on this server any more; finished runs are on the Runs page.")
         st.page_link("pages/runs.py", label="Open Runs", icon=":material/history:")
         if st.button("Train another model", icon=":material/add:"):
-            del st.query_params[JOB_PARAM]
+            forget_job()
             st.rerun()
         st.stop()
     st.caption(f"Run `{job_id}` on **{job.dataset.report.source}**")
@@ -279,5 +287,5 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:"):
         except UserError as exc:
             st.error(str(exc), icon=":material/error:")
         else:
-            st.query_params[JOB_PARAM] = job.id
+            st.query_params[JOB_PARAM] = st.session_state[CURRENT_JOB] = job.id
             st.rerun()

@@ -226,10 +226,19 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path):
     assert not any("-1" in text for text in texts(at.info)), texts(at.info)  # no negative queue position
     assert f"Run `{job_id}` on **colours.zip**" in texts(at.caption)
 
-    # While it runs: rerun the live view, leave for the form (as a new visit to Train would) and change widgets.
+    # While it runs: rerun the live view; visit another page and come back through the menu (no ?job= in the
+    # address): the session finds the job again.
     at.run()
     assert_clean(at)
     assert [b.label for b in at.button] in (["Stop"], ["Cancel"], ["Train another model"])
+    at.switch_page("pages/classify.py").run()
+    at.query_params.pop("job", None)
+    at.switch_page("pages/train.py").run()
+    assert_clean(at)
+    assert at.query_params["job"] == job_id
+    assert [b.label for b in at.button] in (["Stop"], ["Cancel"], ["Train another model"])
+    # A session that forgot it (as a new tab would) gets the form while the job goes on, and can change widgets.
+    del at.session_state["current_job"]
     del at.query_params["job"]
     at.run()
     button(at, "Start training")  # the form, while the job goes on
