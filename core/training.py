@@ -1,11 +1,14 @@
-"""Training: split, read images, fit with a reporting callback, save the run.
+"""Training: split, prepare the inputs, fit with a reporting callback, save the run.
 
     result = train(dataset, TrainConfig(weights="none", image_size=64, epochs=2), out_dir="runs/ants",
                    listener=print, stop=threading.Event())
 
-``train`` makes no UI call and can run in a worker thread. It reports to ``listener(Event)``: reading
-progress, every batch and every epoch, with counts, elapsed time and an ETA. Setting ``stop`` ends the
-run within one batch; the model trained so far is saved and the run is marked ``stopped``.
+When the layers before the trainable ones are frozen (the tutorial's default), every image goes through them
+once, or comes from the disk cache, and only the trainable tail is fitted (``core.features``); otherwise the
+whole model trains end to end on decoded images. ``train`` makes no UI call and can run in a worker thread.
+It reports to ``listener(Event)``: which path it takes and why, preparation progress, every batch and every
+epoch, with counts, elapsed time and an ETA. Setting ``stop`` ends the run within one batch; the model trained
+so far is saved and the run is marked ``stopped`` (a stop before the first batch saves nothing).
 """
 
 from __future__ import annotations
