@@ -8,7 +8,8 @@
         history.csv     per-epoch metrics (Keras' CSVLogger)
         metrics.json    final metrics
         dataset.json    the dataset report
-        split.json      which files were used for training and validation
+        split.json      which files were used for training and validation (and the dataset folder)
+        evaluation.json metrics on the validation or test images, once evaluated
 
 The location is ``$CLASSIFIER_RUNS_DIR`` (default ``./runs``). Only folders carrying this project's
 ``run.json`` marker are ever listed or loaded.
@@ -122,7 +123,10 @@ def history(path: str | os.PathLike) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-EXPORT_FILES = ("model.keras", "classes.json", "config.json", "metrics.json", "history.csv", "dataset.json", MARKER)
+EXPORT_FILES = (
+    "model.keras", "classes.json", "config.json", "metrics.json", "history.csv", "dataset.json", "evaluation.json",
+    MARKER,
+)  # fmt: skip
 
 
 def export_zip(path: str | os.PathLike) -> bytes:

@@ -277,6 +277,7 @@ def _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, 
     runs.write_json(
         run_dir / "split.json",
         {
+            "root": str(dataset.root.resolve()),  # while it exists, evaluation can find the images again
             "train": [dataset.items[i].path for i in train_idx],
             "val": [dataset.items[i].path for i in val_idx],
             "test": [it.path for it in dataset.items if it.split == "test"],

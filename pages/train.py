@@ -49,6 +49,16 @@ def unfrozen(n_layers: int, k: int) -> list[bool]:
     return unfrozen_mask(n_layers, k)
 
 
+# What trains well from random weights: every layer, small images, Adam with a small step.
+RANDOM_PRESET = {"head": "gap", "image_size": 64, "optimizer": "adam", "learning_rate_adam": 1e-4, "batch_size": 16}
+
+
+def random_weights_preset(num_classes: int) -> None:
+    for name, value in RANDOM_PRESET.items():
+        st.session_state[key(name)] = value
+    st.session_state[key("unfreeze")] = len(layer_rows("gap", RANDOM_PRESET["image_size"], num_classes))
+
+
 # ---------------------------------------------------------------------------------------------- a running job
 
 
@@ -165,6 +175,16 @@ if ds is None:
     st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/folder_zip:")
     st.stop()
 
+# Widgets that a preset can change take their first value from the session, not from a default argument:
+# Streamlit refuses a widget that has both.
+for name, value in {
+    "image_size": DEFAULTS.image_size,
+    "unfreeze": DEFAULTS.unfreeze,
+    "batch_size": DEFAULTS.batch_size,
+    **{f"learning_rate_{opt}": lr for opt, lr in DEFAULT_LR.items()},
+}.items():
+    st.session_state.setdefault(key(name), value)
+
 st.caption(f"Dataset **{ds.report.source}**: {len(ds.classes)} classes, {ds.report.total:,} images")
 
 # ---- Model
@@ -184,7 +204,7 @@ if head == "vgg-fc":
     c3.caption(f"Image size {VGG_FC_SIZE} px (the vgg-fc head needs it)")
 else:
     image_size = c3.slider(
-        "Image size (px)", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, DEFAULTS.image_size, 16, key=key("image_size"),
+        "Image size (px)", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, step=16, key=key("image_size"),
         help=HELP["image_size"],
     )  # fmt: skip
 weights_path = None
@@ -197,9 +217,24 @@ if weights_kind == "file":
         st.session_state[WEIGHTS_FILE] = str(target)
     weights_path = st.session_state.get(WEIGHTS_FILE)
 
+if weights_kind == "none":
+    with st.container(border=True):
+        st.markdown(
+            "**Random weights know nothing about images yet.** Frozen, as in the tutorial's recipe, they leave the "
+            "head little to learn from: train every layer instead, on small images so it stays quick."
+        )
+        st.button(
+            "Use settings for random weights",
+            icon=":material/tune:",
+            on_click=random_weights_preset,
+            args=(len(ds.classes),),
+            help=f"Head gap, {RANDOM_PRESET['image_size']} px, every layer unfrozen, Adam at "
+            f"{RANDOM_PRESET['learning_rate_adam']:g}, batch {RANDOM_PRESET['batch_size']}.",
+        )
+
 rows = layer_rows(head, image_size, len(ds.classes))
 unfreeze = st.slider(
-    "Unfreeze the last K layers", 1, len(rows), min(DEFAULTS.unfreeze, len(rows)), key=key("unfreeze"),
+    "Unfreeze the last K layers", 1, len(rows), key=key("unfreeze"),
     help=HELP["unfreeze"],
 )  # fmt: skip
 mask = unfrozen(len(rows), unfreeze)
@@ -217,7 +252,7 @@ st.subheader("Optimizer")
 o1, o2, o3 = st.columns(3)
 optimizer = o1.selectbox("Optimizer", CHOICES["optimizer"], key=key("optimizer"), help=HELP["optimizer"])
 learning_rate = o2.number_input(
-    "Learning rate", min_value=1e-7, max_value=10.0, value=DEFAULT_LR[optimizer], format="%g",
+    "Learning rate", min_value=1e-7, max_value=10.0, format="%g",
     key=key(f"learning_rate_{optimizer}"), help=HELP["learning_rate"],
 )  # fmt: skip
 momentum, nesterov, weight_decay = DEFAULTS.momentum, DEFAULTS.nesterov, DEFAULTS.weight_decay
@@ -233,7 +268,7 @@ elif optimizer == "adamw":
 st.subheader("Training")
 t1, t2, t3 = st.columns(3)
 epochs = t1.number_input("Epochs", 1, 1000, DEFAULTS.epochs, key=key("epochs"), help=HELP["epochs"])
-batch_size = t2.number_input("Batch size", 1, 1024, DEFAULTS.batch_size, key=key("batch_size"), help=HELP["batch_size"])
+batch_size = t2.number_input("Batch size", 1, 1024, key=key("batch_size"), help=HELP["batch_size"])
 has_val = any(it.split == "val" for it in ds.items)
 validation_split = t3.slider(
     "Validation split", 0.05, 0.5, DEFAULTS.validation_split, 0.05, key=key("validation_split"),

@@ -199,6 +199,23 @@ def test_train_form_defaults_follow_the_tutorial(tmp_path):
     assert not at.checkbox
 
 
+def test_random_weights_preset_sets_a_configuration_that_learns(tmp_path):
+    at = open_app("pages/train.py", dataset=load(tmp_path))
+    assert not [b for b in at.button if b.label == "Use settings for random weights"]  # ImageNet: no hint
+    at.radio(key="cfg_weights").set_value("none").run()
+    button(at, "Use settings for random weights").click().run()
+    assert_clean(at)
+    assert not at.get("alert") or all("default value" not in str(a.proto) for a in at.get("alert"))
+    assert at.selectbox(key="cfg_head").value == "gap"
+    assert at.slider(key="cfg_image_size").value == 64
+    assert at.selectbox(key="cfg_optimizer").value == "adam"
+    assert at.number_input(key="cfg_learning_rate_adam").value == pytest.approx(1e-4)
+    assert at.number_input(key="cfg_batch_size").value == 16
+    unfreeze = at.slider(key="cfg_unfreeze")
+    assert unfreeze.value == unfreeze.max  # every layer trains
+    assert metrics(at)["Frozen parameters"] == "0"
+
+
 def start_training(at: AppTest, image_size: int = 32, epochs: int = 1) -> str:
     """Fill the Train form with a fast configuration, press Start training and return the job id."""
     at.radio(key="cfg_weights").set_value("none")
