@@ -61,7 +61,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(report.classes))
 c2.metric("Images", f"{report.total:,}")
 c3.metric("Skipped files", len(report.skipped))
-c4.metric("Layout", "train/val split" if report.layout == "split" else "class folders")
+c4.metric("Layout", "train/val" if report.layout == "split" else "classes")
 for warning in report.warnings:
     st.warning(warning, icon=":material/warning:")
 

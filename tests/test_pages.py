@@ -112,7 +112,7 @@ def test_sample_button_loads_three_classes(work_dir):
     assert_clean(at)
     ds = at.session_state["dataset"]
     assert ds.classes == ["circle", "square", "triangle"]
-    assert metrics(at) == {"Classes": "3", "Images": "120", "Skipped files": "0", "Layout": "class folders"}
+    assert metrics(at) == {"Classes": "3", "Images": "120", "Skipped files": "0", "Layout": "classes"}
     for cls in ds.classes:
         assert f"**{cls}**" in texts(at.markdown)
     assert len(at.image) == 3 * 6  # six thumbnails per class
