@@ -1,8 +1,10 @@
-"""Command line: inspect a dataset, train a classifier, classify images.
+"""Command line: inspect a dataset, train a classifier, classify images, evaluate a run.
 
     python -m core inspect DATA.zip [--json]
     python -m core train DATA.zip --out runs/ants --weights none --image-size 64 --epochs 2
     python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
+    python -m core predict runs/ants photo.jpg --explain heatmaps/ [--explain-class ants]
+    python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
     python -m core cache [--clear]
 
 Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
@@ -82,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.add_argument(
+        "--explain", metavar="OUT_DIR", default=None, help="write a Grad-CAM heat map over each image as a PNG there"
+    )
+    p.add_argument("--explain-class", metavar="NAME", default=None, help="class to explain (default: the top class)")
+
+    p = sub.add_parser("evaluate", help="score a saved run on held-out images: accuracy, confusion, worst mistakes")
+    p.add_argument("run", help="a run folder saved by train")
+    p.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="the dataset again (zip or folder): its test/ split, else its validation images "
+        "(default: the run's saved split, while its files still exist)",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=3, help="a hit when the true class is in the top K (default: %(default)s)"
+    )
+    p.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded images and frozen-layer features")
     p.add_argument("--clear", action="store_true", help="remove every cached entry")
@@ -204,6 +224,8 @@ def cmd_predict(args) -> int:
     from core.runs import check_run
 
     check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
+    if args.explain_class is not None and not args.explain:
+        raise UserError("--explain-class needs --explain OUT_DIR, the folder for the heat-map images.")
     from core.predict import load_run, predict
 
     run = load_run(args.run)
@@ -211,6 +233,14 @@ def cmd_predict(args) -> int:
     if missing and len(missing) == len(args.images):
         raise UserError(f"No such image file: {missing[0]}.")
     results = predict(run, [str(p) for p in args.images], top_k=args.top_k, names=list(args.images))
+    explained: dict[int, dict[str, str]] = {}  # result index -> class explained and PNG written
+    if args.explain:
+        from core.explain import save_overlays
+
+        ok = [i for i, p in enumerate(results) if p.ok]  # a file predict skipped is not explained either
+        names = [args.images[i] for i in ok]
+        saved = save_overlays(run, names, args.explain, args.explain_class, names)
+        explained = {i: {"class": e.class_name, "file": str(path)} for i, (e, path) in zip(ok, saved, strict=True)}
     if args.json:
         print(
             json.dumps(
@@ -219,8 +249,9 @@ def cmd_predict(args) -> int:
                         "file": p.name,
                         "predictions": [{"class": c, "probability": round(pr, 6)} for c, pr in p.top],
                         **({"error": p.error} if p.error else {}),
+                        **({"explanation": explained[i]} if i in explained else {}),
                     }
-                    for p in results
+                    for i, p in enumerate(results)
                 ],
                 indent=2,
                 ensure_ascii=False,
@@ -232,7 +263,47 @@ def cmd_predict(args) -> int:
                 print(f"{p.name}: " + ", ".join(f"{c} {pr:.1%}" for c, pr in p.top))
             else:
                 print(f"{p.name}: skipped: {p.error}", file=sys.stderr)
+        for i, e in explained.items():
+            print(f"{results[i].name}: Grad-CAM of {e['class']} saved to {e['file']}")
     return 0 if any(p.ok for p in results) else 2
+
+
+def cmd_evaluate(args) -> int:
+    from core.runs import check_run
+
+    check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1 (got {args.top_k}).")
+    ds = None
+    if args.data:
+        ds = load_dataset(args.data, args._tmp, progress=_bar_progress("reading dataset", "file"))
+    from core.evaluate import FILE, evaluate_run
+
+    ev = evaluate_run(args.run, ds, top_k=args.top_k, progress=_bar_progress("classifying", "img"))
+    for w in ev.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"{ev.images} {ev.split} images of {ev.data}" + ("" if ev.source == "given data" else " (saved split)"))
+    print(f"accuracy {ev.accuracy:.3f}, loss {ev.loss:.4f}, top-{ev.top_k} accuracy {ev.top_k_accuracy:.3f}")
+    width = max(len(c) for c in ev.classes)
+    print(f"  {'class':{width}s}  precision  recall     f1  support")
+    for r in ev.per_class:
+        print(f"  {r['class']:{width}s}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}")
+    if ev.most_confused:
+        print("most confused (true -> predicted):")
+        for m in ev.most_confused[:10]:
+            print(f"  {m['true']} -> {m['predicted']}: {m['count']}")
+    if ev.misclassified:
+        print("worst misclassified:")
+        for m in ev.misclassified[:10]:
+            print(
+                f"  {m['file']}: {m['true']}, predicted {m['predicted']} {m['probability']:.1%} "
+                f"({m['true']} {m['true_probability']:.1%})"
+            )
+    print(f"saved to {Path(args.run) / FILE}")
+    return 0
 
 
 def cmd_cache(args) -> int:
@@ -250,7 +321,13 @@ def cmd_cache(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict, "cache": cmd_cache}
+    commands = {
+        "inspect": cmd_inspect,
+        "train": cmd_train,
+        "predict": cmd_predict,
+        "evaluate": cmd_evaluate,
+        "cache": cmd_cache,
+    }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:
         args._tmp = tmp
         try:
