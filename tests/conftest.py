@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -68,3 +70,21 @@ def class_entries(prefix: str = "", classes=("red", "blue"), per_class: int = 8,
 def colour_zip(tmp_path) -> Path:
     """A valid two-class zip (red vs blue), class folders at the top."""
     return make_zip(tmp_path / "colours.zip", class_entries(per_class=10))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m core ARGS`` in a fresh process whose every folder lives under ``env_dir``."""
+    env = {
+        **os.environ,
+        "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
+        "KERAS_HOME": str(env_dir / "keras"),
+        "CLASSIFIER_CACHE_DIR": str(env_dir / "cache"),
+        "CLASSIFIER_WORK_DIR": str(env_dir / "work"),
+        "COLUMNS": "250",  # argparse wraps help to the terminal width
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )

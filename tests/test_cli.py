@@ -7,39 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import COLORS, class_entries, jpeg_bytes, make_zip
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip, run_cli
 
 from core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # What TensorFlow's C++ runtime prints when it is not silenced (absl log lines, CUDA probes, CPU notes).
 TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl|cuda|cpu_feature_guard|oneDNN|TF_ENABLE|tensorflow", re.I | re.M)
-
-
-def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
-        "KERAS_HOME": str(env_dir / "keras"),
-        "CLASSIFIER_CACHE_DIR": str(env_dir / "cache"),
-        "CLASSIFIER_WORK_DIR": str(env_dir / "work"),
-        "COLUMNS": "250",  # argparse wraps help to the terminal width
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "core", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, needle: str) -> None:

@@ -182,7 +182,8 @@ def journey(page, server, tmp_path: Path) -> None:
     expect(page.get_by_role("heading", name="colours.zip")).to_be_visible()
     settle(page)
     expect(page.get_by_text("points outside its folder")).to_have_count(0)
-    expect(page.get_by_test_id("stMetric").filter(has_text="Classes")).to_contain_text("3")
+    classes_metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Classes", exact=True))
+    expect(classes_metric).to_contain_text("3")
     for cls in CLASSES:
         expect(page.locator("strong", has_text=re.compile(f"^{cls}$"))).to_be_visible()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS, class_entries, jpeg_bytes, make_zip
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip, run_cli
 
 from core import runs
 from core.config import TrainConfig
@@ -257,19 +256,6 @@ def test_top_k_below_one_is_a_user_error(run_dir, dataset):
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-
-
-def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
-        "KERAS_HOME": str(env_dir / "keras"),
-        "CLASSIFIER_CACHE_DIR": str(env_dir / "cache"),
-        "CLASSIFIER_WORK_DIR": str(env_dir / "work"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_cli_evaluate_prints_the_scores(run_dir, data_zip, tmp_path):

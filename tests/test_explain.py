@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import make_zip
+from conftest import make_zip, run_cli
 from PIL import Image
 
 from core.config import TrainConfig
@@ -29,7 +26,6 @@ from core.model import build_model
 from core.predict import load_run, predict
 from core.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE, PATCH = 64, 24
 PATCH_RGB = {"blue": (0, 0, 255), "red": (255, 0, 0)}
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) quadrant: top-left, top-right, ...
@@ -300,19 +296,6 @@ def test_overlay_filename_is_one_safe_component(name, expected):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-
-
-def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CLASSIFIER_RUNS_DIR": str(env_dir / "runs"),
-        "KERAS_HOME": str(env_dir / "keras"),
-        "CLASSIFIER_CACHE_DIR": str(env_dir / "cache"),
-        "CLASSIFIER_WORK_DIR": str(env_dir / "work"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_cli_predict_explain_writes_one_png_per_image(run_dir, tmp_path):
