@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 from conftest import COLORS, class_entries, jpeg_bytes, make_zip
 
-pytestmark = pytest.mark.browser
-
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,20 +39,30 @@ WAIT = 180_000  # ms for page reruns
 TRAIN_WAIT = 900_000  # ms for the training run
 
 
-def browser_or_skip() -> None:
-    """Skip with a reason when there is no browser to drive; fail instead when REQUIRE_BROWSER=1."""
-    problem = None
+def browser_problem() -> str | None:
+    """Why no browser can be driven here, or None."""
     if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing (Debian's chromium package)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright Python package is not installed"
-    if problem:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(f"browser test skipped: {problem}")
+        return f"{CHROMIUM} is missing (Debian's chromium package)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed"
+    return None
+
+
+BROWSER_PROBLEM = browser_problem()
+BROWSER_REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"  # CI sets it: a missing browser fails, not skips
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        BROWSER_PROBLEM is not None and not BROWSER_REQUIRED, reason=f"browser test skipped: {BROWSER_PROBLEM}"
+    ),
+]
+
+
+def browser_or_fail() -> None:
+    if BROWSER_PROBLEM:
+        pytest.fail(f"REQUIRE_BROWSER=1 but {BROWSER_PROBLEM}")
 
 
 def free_port() -> int:
@@ -73,7 +81,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 @pytest.fixture
 def server(tmp_path):
     """The app served by `streamlit run` on a free local port, with its own runs and work folders."""
-    browser_or_skip()
+    browser_or_fail()
     port = free_port()
     runs, work = tmp_path / "runs", tmp_path / "work"
     env = {
