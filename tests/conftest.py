@@ -88,3 +88,12 @@ def run_cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def tiny_config(**changes):
+    """A training configuration that runs in seconds: random weights, 32 px, gap head, cached features, Adam."""
+    from core.config import TrainConfig
+
+    base = dict(weights="none", head="gap", image_size=32, unfreeze=3, optimizer="adam", learning_rate=0.05,
+                decay=0.0, batch_size=4, epochs=2, precision="float32")  # fmt: skip
+    return TrainConfig(**{**base, **changes})

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS, class_entries, jpeg_bytes, make_zip, run_cli
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip, run_cli, tiny_config
 
 from core import runs
-from core.config import TrainConfig
 from core.dataset import load_dataset
 from core.errors import UserError
 from core.evaluate import FILE, Evaluation, compute_metrics, evaluate_run, load_evaluation
@@ -135,18 +134,7 @@ def data_zip(base) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(base, data_zip) -> Path:
     ds = load_dataset(data_zip, base / "work")
-    config = TrainConfig(
-        weights="none",
-        head="gap",
-        image_size=32,
-        unfreeze=3,
-        optimizer="adam",
-        learning_rate=0.05,
-        decay=0.0,
-        batch_size=4,
-        epochs=2,
-        precision="float32",
-    )
+    config = tiny_config()
     result = train(ds, config, base / "run")
     assert result.status == "completed"
     shutil.rmtree(ds.root)  # as after a real session: the extracted dataset is gone, only the run remains

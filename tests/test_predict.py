@@ -12,7 +12,7 @@ from collections import OrderedDict
 import keras
 import numpy as np
 import pytest
-from conftest import COLORS, class_entries, jpeg_bytes, make_zip
+from conftest import COLORS, class_entries, jpeg_bytes, make_zip, tiny_config
 
 import core.predict
 from core import runs
@@ -29,19 +29,7 @@ def run_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
     ds = load_dataset(make_zip(base / "colours.zip", class_entries(per_class=10)), base / "work")
     # Frozen random VGG16 features still separate the colours; a large step trains the head in a few epochs.
-    config = TrainConfig(
-        weights="none",
-        head="gap",
-        image_size=32,
-        unfreeze=3,
-        optimizer="adam",
-        learning_rate=0.05,
-        decay=0.0,
-        batch_size=4,
-        epochs=5,
-        validation_split=0.2,
-        precision="float32",
-    )
+    config = tiny_config(epochs=5, validation_split=0.2)
     result = train(ds, config, base / "run")
     assert result.status == "completed"
     return result.run_dir
