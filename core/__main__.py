@@ -5,6 +5,7 @@
     python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
     python -m core predict runs/ants photo.jpg --explain heatmaps/ [--explain-class ants]
     python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
+    python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core cache [--clear]
 
 Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
@@ -22,9 +23,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from core.config import TrainConfig
+from core.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
 from core.dataset import Limits, load_dataset
 from core.errors import Cancelled, UserError
 
@@ -103,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
 
+    p = sub.add_parser(
+        "lr-find", help="learning-rate range test: loss per batch as the rate grows, and a suggested rate"
+    )
+    p.add_argument("data", help="a .zip file or a folder of class folders")
+    _add_config_flags(p)
+    _add_limit_flags(p)
+    p.add_argument("--start-lr", type=float, default=LR_FIND_START, help="first learning rate (default: %(default)g)")
+    p.add_argument("--end-lr", type=float, default=LR_FIND_END, help="last learning rate (default: %(default)g)")
+    p.add_argument("--steps", type=int, default=LR_FIND_STEPS, help="batches in the test (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print every step as JSON")
+
     p = sub.add_parser("cache", help="show or clear the cache of decoded images and frozen-layer features")
     p.add_argument("--clear", action="store_true", help="remove every cached entry")
     return parser
@@ -156,7 +169,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_train(args) -> int:
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+    config = _config(args)
     ds = _load(args)
     r = ds.report
     print(f"{r.source}: {len(r.classes)} classes, {r.total} images", file=sys.stderr)
@@ -197,6 +210,7 @@ class _TrainBars:
 
     def __call__(self, ev) -> None:
         if ev.kind == "plan":
+            self.close()
             print(ev.message, file=sys.stderr)
             return
         if ev.stage != self.stage or self.bar is None:
@@ -218,6 +232,38 @@ class _TrainBars:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _config(args) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+
+
+def cmd_lr_find(args) -> int:
+    config = _config(args)
+    check_lr_range(args.start_lr, args.end_lr, args.steps)
+    ds = _load(args)
+    from core.lrfind import lr_find  # TensorFlow loads here, after the dataset is known to be good
+
+    bars = {"features": ("frozen layers, once per image", "img"), "reading": ("reading images", "img")}
+    progress = {name: _bar_progress(desc, unit) for name, (desc, unit) in bars.items()}
+    progress["testing"] = _bar_progress("learning-rate test", "batch")
+    f = lr_find(ds, config, args.start_lr, args.end_lr, args.steps, progress=lambda st, d, t: progress[st](d, t))
+    if args.json:
+        print(json.dumps(f.to_dict(), indent=2))
+        return 0
+    print(f"{len(f.losses)} batches of {config.batch_size} training images, {f.path}, {f.seconds:.1f} s")
+    print("  learning rate   loss (smoothed)")
+    rows = {round(j) for j in np.linspace(0, len(f.losses) - 1, min(12, len(f.losses)))}
+    best = f.learning_rates.index(f.suggestion) if f.suggestion is not None else -1
+    for i in sorted(rows | ({best} if best >= 0 else set())):
+        mark = "  <- suggested" if i == best else ""
+        print(f"  {f.learning_rates[i]:13.2e}   {f.smoothed[i]:.4f}{mark}")
+    if f.suggestion is None:
+        print(f"no suggestion: {f.reason}")
+    else:
+        print(f"suggested learning rate: {f.suggestion:.2g} ({f.reason})")
+        print(f"train with: --optimizer {config.optimizer} --learning-rate {f.suggestion:.2g}")
+    return 0
 
 
 def cmd_predict(args) -> int:
@@ -327,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": cmd_predict,
         "evaluate": cmd_evaluate,
         "cache": cmd_cache,
+        "lr-find": cmd_lr_find,
     }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:
         args._tmp = tmp

@@ -23,6 +23,35 @@ OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 VGG_FC_SIZE = 224  # the pretrained fc1 expects exactly 7x7x512 features
+# Layers each head adds after VGG16's own (vgg-fc keeps VGG16's flatten, fc1 and fc2: only the last layer is new).
+HEAD_LAYERS = {"small-fc": 6, "gap": 3, "vgg-fc": 1}
+
+
+def min_fine_tune_unfreeze(head: str) -> int:
+    """The smallest --unfreeze whose phase 2 trains more than the head (block5_pool, before it, has no weights)."""
+    return HEAD_LAYERS.get(head, 0) + (0 if head == "vgg-fc" else 1) + 1
+
+
+# The learning-rate range test's defaults: from far too small to far too large, one batch per step.
+LR_FIND_START, LR_FIND_END, LR_FIND_STEPS = 1e-7, 10.0, 100
+
+
+def check_lr_range(start: float, end: float, steps: int) -> None:
+    """Raise ``UserError`` unless the range test's bounds make sense."""
+    if not 0 < start < end:
+        raise UserError(f"The start learning rate must be above 0 and below the end one (got {start:g} to {end:g}).")
+    if steps < 10:
+        raise UserError(f"The range test needs at least 10 steps (got {steps}).")
+
+
+# (field, largest strength): every augmentation strength is checked against its range.
+AUGMENT_RANGES = {
+    "augment_rotation": 180.0,
+    "augment_zoom": 0.9,
+    "augment_translation": 0.5,
+    "augment_contrast": 1.0,
+    "augment_brightness": 1.0,
+}
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra: Any) -> Any:
@@ -72,6 +101,39 @@ class TrainConfig:
         "compute precision: auto picks bfloat16 where the CPU or GPU runs it fast, float32 elsewhere",
         PRECISIONS,
     )
+    # Augmentation: the training images only, never the validation ones. Any of it means end-to-end training,
+    # since an image that changes every epoch cannot have its frozen-layer outputs computed once.
+    augment_flip: bool = _opt(False, "augmentation: flip training images left to right at random")
+    augment_rotation: float = _opt(0.0, "augmentation: rotate training images by up to this many degrees (0-180)")
+    augment_zoom: float = _opt(0.0, "augmentation: zoom training images in or out by up to this fraction (0-0.9)")
+    augment_translation: float = _opt(
+        0.0, "augmentation: shift training images by up to this fraction of their width and height (0-0.5)"
+    )
+    augment_contrast: float = _opt(0.0, "augmentation: change training images' contrast by up to this fraction (0-1)")
+    augment_brightness: float = _opt(
+        0.0, "augmentation: change training images' brightness by up to this fraction (0-1)"
+    )
+    # Two-phase fine-tuning (the Keras transfer-learning guide's recipe).
+    fine_tune_epochs: int = _opt(
+        0,
+        "two-phase fine-tuning: train only the new head for --epochs epochs with every VGG16 layer frozen, "
+        "then unfreeze the last --unfreeze layers and train this many more epochs (0: one phase)",
+    )
+    fine_tune_lr_divisor: float = _opt(
+        10.0, "two-phase fine-tuning: phase 2 trains at --learning-rate divided by this (10-100 is usual)"
+    )
+
+    @property
+    def augmented(self) -> bool:
+        return self.augment_flip or any(getattr(self, name) > 0 for name in AUGMENT_RANGES)
+
+    @property
+    def two_phase(self) -> bool:
+        return self.fine_tune_epochs > 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.fine_tune_epochs
 
     def validate(self) -> TrainConfig:
         """Raise ``UserError`` naming the first option out of range; return self."""
@@ -98,6 +160,18 @@ class TrainConfig:
             (self.epochs >= 1, "--epochs must be at least 1"),
             (0 < self.validation_split < 1, "--validation-split must be between 0 and 1 (exclusive)"),
             (self.early_stopping >= 0, "--early-stopping must not be negative"),
+            (self.fine_tune_epochs >= 0, "--fine-tune-epochs must not be negative"),
+            (self.fine_tune_lr_divisor >= 1, "--fine-tune-lr-divisor must be at least 1"),
+            (
+                not self.two_phase or self.unfreeze >= min_fine_tune_unfreeze(self.head),
+                f"Two-phase fine-tuning trains the {self.head} head's {HEAD_LAYERS.get(self.head)} layers alone first; "
+                f"--unfreeze must be at least {min_fine_tune_unfreeze(self.head)} so that phase 2 also trains a VGG16 "
+                "layer",
+            ),
+        ]
+        checks += [
+            (0 <= getattr(self, name) <= top, f"{_flag(name)} must be between 0 and {top:g}")
+            for name, top in AUGMENT_RANGES.items()
         ]
         for ok, message in checks:
             if not ok:

@@ -30,6 +30,8 @@ import numpy as np
 from core.cache import ArrayCache, file_digest, settings_digest
 from core.config import TrainConfig
 from core.images import load_named
+from core.model import resolve_precision
+from core.speed import record_speed
 
 FEATURE_BATCH = 16  # on 2 cores: 9 % slower than 32 but a quarter less peak memory
 CACHE_FORMAT = 1
@@ -182,6 +184,9 @@ def extract(
         finally:
             pool.shutdown(cancel_futures=True)
         cache.trim()
+        seconds = time.monotonic() - start
+        if len(missing) >= FEATURE_BATCH and any(layer.name == "block5_conv3" for layer in plan.prefix.layers):
+            record_speed(config.image_size, resolve_precision(config.precision), len(missing) / seconds)
     if stats is not None:
         stats.update(hits=len(paths) - len(missing), misses=len(missing), feature_seconds=time.monotonic() - start)
     return out

@@ -55,6 +55,7 @@ class Job:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     path_reason: str = ""
+    phase2_start: int | None = None  # first epoch of phase 2 in a two-phase run
     stop_event: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +69,8 @@ class Job:
             self.state = ev.stage  # reading, features or training
             if ev.kind == "plan":
                 self.path_reason = ev.message
+                if ev.phase == 2:
+                    self.phase2_start = ev.epoch
             self.done, self.total, self.eta = ev.done, ev.total, ev.eta
             self.epoch, self.epochs, self.batch, self.batches = ev.epoch, ev.epochs, ev.batch, ev.batches
             if ev.kind == "batch" and "loss" in ev.logs:
@@ -75,7 +78,7 @@ class Job:
                 if len(self.batch_losses) > MAX_BATCH_POINTS:
                     self.batch_losses = self.batch_losses[::2]
             elif ev.kind == "epoch":
-                self.epoch_logs.append({"epoch": ev.epoch, **ev.logs})
+                self.epoch_logs.append({"epoch": ev.epoch, **ev.logs, **({"phase": ev.phase} if ev.phase else {})})
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of the job's public state for rendering."""
@@ -90,7 +93,7 @@ class Job:
                 "done": self.done,
                 "total": self.total,
                 "epoch": self.epoch,
-                "epochs": self.epochs or self.config.epochs,
+                "epochs": self.epochs or self.config.total_epochs,
                 "batch": self.batch,
                 "batches": self.batches,
                 "eta": self.eta,
@@ -99,6 +102,7 @@ class Job:
                 "metrics": dict(self.metrics),
                 "error": self.error,
                 "path_reason": self.path_reason,
+                "phase2_start": self.phase2_start,
                 "stopping": self.stop_event.is_set() and self.state not in FINISHED,
             }
 

@@ -13,6 +13,7 @@ so far is saved and the run is marked ``stopped`` (a stop before the first batch
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -28,12 +29,14 @@ import keras
 import numpy as np
 
 from core import runs
+from core.augment import training_data
 from core.cache import ArrayCache
-from core.config import TrainConfig
+from core.config import HEAD_LAYERS, TrainConfig
 from core.dataset import Dataset
 from core.errors import Cancelled
 from core.features import extract, load_images_cached, plan_training
-from core.model import build_model, compile_model, param_counts, resolve_precision
+from core.model import build_model, compile_model, freeze, param_counts, resolve_precision
+from core.speed import estimate, known_speed
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Event:
     batches: int = 0
     logs: dict[str, float] = field(default_factory=dict)
     message: str = ""  # kind "plan": which training path the run takes, and why
+    phase: int = 0  # 1 or 2 in a two-phase run
 
 
 Listener = Callable[[Event], None]
@@ -103,10 +107,13 @@ class ReportingCallback(keras.callbacks.Callback):
         self.epochs, self.on_event, self.should_stop = epochs, on_event, should_stop
         self.epoch = 0
         self.batches = 0
-        self.completed = 0  # whole epochs: a stop mid-epoch does not count its partial one
+        self.completed = 0  # whole epochs over every phase: a stop mid-epoch does not count its partial one
+        self.phase = 0
+        self.start: float | None = None
 
     def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
+        if self.start is None:  # a second phase continues the first one's clock
+            self.start = time.monotonic()
         self.batches = self.params.get("steps") or 1
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -128,6 +135,7 @@ class ReportingCallback(keras.callbacks.Callback):
             batch=batch,
             batches=self.batches,
             logs={k: float(v) for k, v in (logs or {}).items()},
+            phase=self.phase,
         )
 
     def on_train_batch_end(self, batch, logs=None):
@@ -192,6 +200,24 @@ def train(
         raise
 
 
+@dataclass
+class Phase:
+    number: int  # 1 or 2 in a two-phase run, 0 in a one-phase run
+    unfreeze: int
+    epochs: int
+    learning_rate: float
+
+
+def phases(config: TrainConfig) -> list[Phase]:
+    """One phase as configured, or the two-phase recipe: the head alone, then the last K layers at a lower rate."""
+    if not config.two_phase:
+        return [Phase(0, config.unfreeze, config.epochs, config.learning_rate)]
+    return [
+        Phase(1, HEAD_LAYERS[config.head], config.epochs, config.learning_rate),
+        Phase(2, config.unfreeze, config.fine_tune_epochs, config.learning_rate / config.fine_tune_lr_divisor),
+    ]
+
+
 def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop, cache: ArrayCache) -> Result:
     started = time.time()
     keras.utils.set_random_seed(config.seed)
@@ -204,45 +230,96 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
     y_val = keras.utils.to_categorical([dataset.items[i].label for i in val_idx], num_classes)
 
     model = build_model(config, num_classes)
-    plan = plan_training(model)
-    if listener:
-        listener(Event("features" if plan.cached else "reading", "plan", 0, n, 0.0, None, message=plan.reason))
-    t0 = time.monotonic()
+    reporter = ReportingCallback(config.total_epochs, listener, stop.is_set)
+    rows: list[dict[str, float]] = []
+    done_phases: list[dict[str, Any]] = []
+    images = None  # decoded once, for every end-to-end phase
     stats: dict = {}
-    if plan.cached:
-        x_all = extract(plan, paths_all, config, cache, _stage_reporter("features", listener, stop, 0, n), stats)
-        fit_model = plan.tail
-    else:
-        x_all = load_images_cached(
-            paths_all, config.image_size, config.resize, cache, _stage_reporter("reading", listener, stop, 0, n)
-        )
-        fit_model = model
-    x_train, x_val = x_all[: len(train_paths)], x_all[len(train_paths) :]
-    prepare_s = time.monotonic() - t0
-    if stop.is_set():
-        raise Cancelled("Stopped before training started; nothing was saved.")
+    prepare_s = fit_s = 0.0
+    for phase in phases(config):
+        if stop.is_set():
+            break
+        freeze(model, phase.unfreeze)
+        plan = plan_training(model, augment=config.augmented)
+        start_epoch = reporter.completed
+        message = plan.reason
+        if phase.number:
+            what = (
+                "the head alone, every VGG16 layer frozen" if phase.number == 1 else f"the last {phase.unfreeze} layers"
+            )
+            message = f"Phase {phase.number} of 2 ({what}, learning rate {phase.learning_rate:g}): {message}"
+        if config.augmented and (speed := known_speed(config.image_size, resolve_precision(config.precision))):
+            unfrozen = [layer.name for layer in model.layers if layer.trainable]
+            message += f" Estimated: {estimate(config, len(train_idx), len(val_idx), speed, unfrozen).text}."
+        if listener:
+            stage = "features" if plan.cached else "reading"
+            listener(Event(stage, "plan", 0, n, 0.0, None, epoch=start_epoch + 1, message=message, phase=phase.number))
+        t0 = time.monotonic()
+        try:
+            if plan.cached:
+                progress = _stage_reporter("features", listener, stop, 0, n)
+                x_all = extract(plan, paths_all, config, cache, progress, stats)
+            elif images is None:
+                progress = _stage_reporter("reading", listener, stop, 0, n)
+                x_all = images = load_images_cached(paths_all, config.image_size, config.resize, cache, progress)
+            else:
+                x_all = images
+        except Cancelled:
+            if not rows:
+                raise
+            break  # stopped while preparing phase 2: phase 1's model is saved
+        fit_model = plan.tail if plan.cached else model
+        x_train, x_val = x_all[: len(train_paths)], x_all[len(train_paths) :]
+        prepare_s += time.monotonic() - t0
+        if stop.is_set():
+            if not rows:
+                raise Cancelled("Stopped before training started; nothing was saved.")
+            break
 
-    compile_model(fit_model, config)
-    reporter = ReportingCallback(config.epochs, listener, stop.is_set)
-    callbacks: list[keras.callbacks.Callback] = [reporter, keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
-    if config.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
+        compile_model(fit_model, dataclasses.replace(config, learning_rate=phase.learning_rate))
+        reporter.phase = phase.number
+        callbacks: list[keras.callbacks.Callback] = [
+            reporter,
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(rows)),
+        ]
+        if config.early_stopping:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
+                )
+            )
+        train_data = training_data(x_train, y_train, config) if config.augmented else x_train
+        t0 = time.monotonic()
+        history = fit_model.fit(
+            train_data,
+            y_train if not config.augmented else None,
+            batch_size=None if config.augmented else config.batch_size,
+            initial_epoch=start_epoch,
+            epochs=start_epoch + phase.epochs,
+            validation_data=(x_val, y_val),  # never augmented
+            shuffle=not config.augmented,  # the augmented pipeline shuffles itself
+            verbose=0,
+            callbacks=callbacks,
         )
-    t0 = time.monotonic()
-    history = fit_model.fit(
-        x_train,
-        y_train,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=(x_val, y_val),
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
-    )
-    fit_s = time.monotonic() - t0
+        fit_s += time.monotonic() - t0
+        h = history.history
+        new_rows = [{k: float(v[i]) for k, v in h.items()} for i in range(len(h.get("loss", [])))]
+        rows += [{**r, **({"phase": phase.number} if phase.number else {})} for r in new_rows]
+        done_phases.append(
+            {
+                "phase": phase.number,
+                "start_epoch": start_epoch + 1,
+                "epochs_completed": reporter.completed - start_epoch,
+                "unfreeze": phase.unfreeze,
+                "learning_rate": phase.learning_rate,
+                "path": "cached features" if plan.cached else "end to end",
+                "path_reason": plan.reason,
+            }
+        )
+
+    if not done_phases:
+        raise Cancelled("Stopped before training started; nothing was saved.")
     status = "stopped" if stop.is_set() else "completed"
-    rows = [{k: float(v[i]) for k, v in history.history.items()} for i in range(len(history.history.get("loss", [])))]
     val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0)
     metrics = {
         "val_loss": float(val_loss),
@@ -254,18 +331,35 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
         "val_images": len(val_idx),
         "seconds": round(time.time() - started, 1),
         "precision": resolve_precision(config.precision),
-        "path": "cached features" if plan.cached else "end to end",
-        "path_reason": plan.reason,
-        ("feature_seconds" if plan.cached else "load_seconds"): round(prepare_s, 2),
+        "path": done_phases[-1]["path"],
+        "path_reason": done_phases[-1]["path_reason"],
+        ("feature_seconds" if stats else "load_seconds"): round(prepare_s, 2),
         "fit_seconds": round(fit_s, 2),
         **param_counts(model),
     }
-    if plan.cached:
+    if config.augmented:
+        metrics["augmentation"] = augmentation_summary(config)
+    if config.two_phase:
+        metrics["phases"] = done_phases
+        if len(done_phases) > 1:
+            metrics["phase2_start_epoch"] = done_phases[1]["start_epoch"]
+    if stats:
         metrics["cache_hits"], metrics["cache_misses"] = stats["hits"], stats["misses"]
         if stats["misses"]:
             metrics["feature_images_per_second"] = round(stats["misses"] / max(stats["feature_seconds"], 1e-9), 2)
     _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
+
+
+def augmentation_summary(config: TrainConfig) -> str:
+    """The augmentation a config asks for, in words: 'flip, rotation 15°, zoom 0.1'."""
+    parts = ["flip"] if config.augment_flip else []
+    if config.augment_rotation:
+        parts.append(f"rotation {config.augment_rotation:g}°")
+    for name in ("zoom", "translation", "contrast", "brightness"):
+        if value := getattr(config, f"augment_{name}"):
+            parts.append(f"{name} {value:g}")
+    return ", ".join(parts)
 
 
 def _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started) -> None:
