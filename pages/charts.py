@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 
@@ -22,14 +23,14 @@ def class_counts(counts: dict[str, dict[str, int]]) -> alt.Chart:
     )
 
 
-def epoch_curves(rows: list[dict], metric: str, title: str) -> alt.Chart:
-    """Train vs validation ``metric`` per epoch (``loss`` or ``accuracy``)."""
+def epoch_curves(rows: list[dict], metric: str, title: str, phase2_start: int | None = None) -> alt.Chart:
+    """Train vs validation ``metric`` per epoch (``loss`` or ``accuracy``), with a rule where phase 2 starts."""
     df = pd.DataFrame(rows)
     data = []
     for name, col in (("train", metric), ("validation", f"val_{metric}")):
         if col in df:
             data += [{"epoch": int(e), "value": v, "set": name} for e, v in zip(df["epoch"], df[col], strict=True)]
-    return (
+    lines = (
         alt.Chart(pd.DataFrame(data, columns=["epoch", "value", "set"]), title=title)
         .mark_line(point=True)
         .encode(
@@ -40,11 +41,24 @@ def epoch_curves(rows: list[dict], metric: str, title: str) -> alt.Chart:
         )
         .properties(height=240)
     )
+    return lines + phase_marker("epoch", phase2_start - 0.5) if phase2_start else lines
 
 
-def batch_loss(rows: list[dict]) -> alt.Chart:
+def phase_marker(field: str, at: float) -> alt.LayerChart:
+    """A dashed vertical rule labelled "phase 2" at ``at`` on the x axis ``field``."""
+    df = pd.DataFrame({field: [at], "label": ["phase 2 →"]})
+    rule = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(x=f"{field}:Q")
+    text = (
+        alt.Chart(df)
+        .mark_text(align="left", baseline="top", dx=4, dy=2, color="gray")
+        .encode(x=f"{field}:Q", y=alt.value(0), text="label:N")
+    )
+    return rule + text
+
+
+def batch_loss(rows: list[dict], phase2_start: int | None = None) -> alt.Chart:
     df = pd.DataFrame(rows, columns=["step", "epoch", "loss"])
-    return (
+    chart = (
         alt.Chart(df, title="Loss per batch")
         .mark_line(point=len(df) < 50)
         .encode(
@@ -54,6 +68,42 @@ def batch_loss(rows: list[dict]) -> alt.Chart:
         )
         .properties(height=240)
     )
+    later = df[df["epoch"] >= phase2_start] if phase2_start else df.iloc[0:0]
+    return chart + phase_marker("step", float(later["step"].min()) - 0.5) if len(later) else chart
+
+
+def lr_finder(learning_rates: list[float], losses: list[float], smoothed: list[float], suggestion: float | None):
+    """Loss against learning rate on a log axis: each batch faint, the smoothed loss bold, the suggestion marked."""
+    df = pd.DataFrame({"learning rate": learning_rates, "batch loss": losses, "smoothed loss": smoothed})
+    # Divergence at the end can be orders of magnitude above the rest: keep the interesting part in view.
+    top = float(np.nanpercentile(smoothed, 90)) if smoothed else 1.0
+    scale = alt.Scale(domain=[0, max(top * 1.5, max(smoothed[:3] or [top]) * 1.2)], clamp=True)
+    x = alt.X("learning rate:Q", scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e"), title="learning rate")
+    base = alt.Chart(df, title="Loss as the learning rate grows")
+    raw = base.mark_line(opacity=0.3).encode(x=x, y=alt.Y("batch loss:Q", scale=scale, title="loss"))
+    smooth = base.mark_line(strokeWidth=2.5).encode(
+        x=x,
+        y=alt.Y("smoothed loss:Q", scale=scale),
+        tooltip=[alt.Tooltip("learning rate:Q", format=".2e"), alt.Tooltip("smoothed loss:Q", format=".4f")],
+    )
+    chart = raw + smooth
+    if suggestion is not None:
+        i = int(np.argmin(np.abs(np.log(np.asarray(learning_rates)) - np.log(suggestion))))
+        mark = pd.DataFrame(
+            {"learning rate": [suggestion], "loss": [smoothed[i]], "label": [f"suggested {suggestion:.2g}"]}
+        )
+        point = (
+            alt.Chart(mark)
+            .mark_point(size=140, filled=True, color="red")
+            .encode(x="learning rate:Q", y=alt.Y("loss:Q", scale=scale))
+        )
+        label = (
+            alt.Chart(mark)
+            .mark_text(align="left", dx=8, dy=-8, color="red")
+            .encode(x="learning rate:Q", y=alt.Y("loss:Q", scale=scale), text="label:N")
+        )
+        chart = chart + point + label
+    return chart.properties(height=280)
 
 
 def top_k(top: list[tuple[str, float]]) -> alt.Chart:
@@ -68,4 +118,108 @@ def top_k(top: list[tuple[str, float]]) -> alt.Chart:
             tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         )
         .properties(height={"step": 28})
+    )
+
+
+def confusion_matrix(
+    confusion: list[list[int]], classes: list[str], shown: list[str], normalized: bool = False, labels: bool = True
+) -> alt.LayerChart:
+    """Heat map of true class (rows) against predicted class (columns) for the ``shown`` classes, in that order.
+
+    Colour is the count, or with ``normalized`` the share of the true class's images (of all of them, also those
+    predicted as a class not shown). ``labels`` writes the value in each cell: only readable for a few classes.
+    """
+    pos = {c: i for i, c in enumerate(classes)}
+    rows = [sum(r) for r in confusion]
+    df = pd.DataFrame(
+        [
+            {
+                "true": t,
+                "predicted": q,
+                "count": (n := confusion[pos[t]][pos[q]]),
+                "share": n / rows[pos[t]] if rows[pos[t]] else 0.0,
+            }
+            for t in shown
+            for q in shown
+        ],
+        columns=["true", "predicted", "count", "share"],
+    )
+    value = "share" if normalized else "count"
+    top = max(float(df[value].max()), 1e-9) if len(df) else 1.0
+    n = len(shown)
+    # About 750 px square at most: beyond ~60 classes the labels thin out and the tooltips name every cell.
+    step = 64 if n <= 5 else 44 if n <= 10 else 30 if n <= 20 else max(5, min(22, 750 // n))
+    font = 12 if n <= 20 else min(11, step)
+    axis = {"labelLimit": 180, "labelFontSize": font, "labelOverlap": "greedy" if step < 9 else False}
+    base = alt.Chart(df).encode(
+        x=alt.X(
+            "predicted:N",
+            sort=shown,
+            title="predicted class",
+            axis=alt.Axis(orient="top", labelAngle=-45 if n <= 20 else -90, **axis),
+        ),
+        y=alt.Y("true:N", sort=shown, title="true class", axis=alt.Axis(**axis)),
+    )
+    cells = base.mark_rect(stroke="white", strokeWidth=0.5 if n > 40 else 1).encode(
+        # Empty cells stay grey rather than the palette's palest blue: in a large matrix the few errors stand out.
+        color=alt.condition(
+            "datum.count == 0",
+            alt.value("#f0f2f6"),
+            alt.Color(
+                f"{value}:Q",
+                title="share of the true class" if normalized else "images",
+                scale=alt.Scale(scheme="blues", domain=[0, 1] if normalized else [0, top]),
+                legend=alt.Legend(format=".0%" if normalized else "d"),
+            ),
+        ),
+        tooltip=[
+            alt.Tooltip("true:N", title="true"),
+            alt.Tooltip("predicted:N", title="predicted"),
+            alt.Tooltip("count:Q", title="images"),
+            alt.Tooltip("share:Q", title="share of the true class", format=".1%"),
+        ],
+    )
+    chart = cells
+    if labels:
+        text = base.mark_text(fontSize=12 if n <= 10 else 10).encode(
+            text=alt.Text(f"{value}:Q", format=".0%" if normalized else "d"),
+            color=alt.condition(
+                alt.datum[value] > (0.5 if normalized else top / 2), alt.value("white"), alt.value("black")
+            ),
+        )
+        chart = cells + text
+    return chart.properties(width={"step": step}, height={"step": step})
+
+
+def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train: bool = False) -> alt.Chart:
+    """Validation ``metric`` per epoch, one colour per run, from ``core.compare`` history rows.
+
+    ``runs`` fixes each run's colour, so several charts of the same runs agree; ``train`` adds dashed training curves.
+    """
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "epoch", "metric", "value"])
+    sets = {f"val_{metric}": "validation", **({metric: "train"} if train else {})}
+    df = df[df["metric"].isin(list(sets))].assign(set=lambda d: d["metric"].map(sets))
+    tooltip = ["run", "set", "epoch", *(["phase"] if "phase" in df else []), alt.Tooltip("value:Q", format=".4f")]
+    return (
+        alt.Chart(df, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y(
+                "value:Q",
+                title=metric,
+                axis=alt.Axis(format="%") if metric == "accuracy" else alt.Axis(),
+                scale=alt.Scale(zero=metric == "accuracy"),  # losses of similar runs differ in the decimals
+            ),
+            # tableau10: neighbouring runs get clearly different hues (the theme's palette pairs two blues).
+            color=alt.Color(
+                "run:N",
+                scale=alt.Scale(domain=runs, scheme="tableau10"),
+                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0),
+            ),
+            # No legend for the dashes: beside the run legend it gets cut off; the page's toggle says "dashed".
+            strokeDash=alt.StrokeDash("set:N", sort=["validation", "train"], legend=None),
+            tooltip=tooltip,
+        )
+        .properties(height=380)  # the legend below the plot counts in the height
     )

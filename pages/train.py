@@ -8,7 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from core import UserError
-from core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, VGG_FC_SIZE, TrainConfig
+from core.config import (
+    AUGMENT_RANGES,
+    HEAD_LAYERS,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    VGG_FC_SIZE,
+    TrainConfig,
+    min_fine_tune_unfreeze,
+)
 from core.jobs import CANCELLED, COMPLETED, FAILED, FEATURES, FINISHED, QUEUED, READING, STOPPED, registry
 from pages import charts
 from pages.common import (
@@ -18,6 +26,7 @@ from pages.common import (
     RUN_PARAM,
     SESSION_ID,
     WEIGHTS_FILE,
+    ProgressBar,
     duration,
     init_session,
     session_dir,
@@ -29,6 +38,9 @@ CHOICES = {f.name: f.metadata["choices"] for f in TrainConfig.describe()}
 DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adagrad": 0.01, "adadelta": 1.0, "adam": 0.001, "adamw": 0.001}
 WEIGHT_LABELS = {"imagenet": "ImageNet (downloaded once)", "none": "Random (no download)", "file": "Weights file (.h5)"}
 REFRESH_SECONDS = 1.0
+PREVIEW_IMAGES = 8
+LR_FINDING = "lr_finding"  # session state: the last learning-rate test's result
+PREVIEW_SEED = "augment_preview_seed"
 
 
 def key(name: str) -> str:
@@ -47,6 +59,39 @@ def unfrozen(n_layers: int, k: int) -> list[bool]:
     from core.model import unfrozen_mask
 
     return unfrozen_mask(n_layers, k)
+
+
+def two_phase_defaults(head: str) -> None:
+    """Turning two-phase on: phase 2 unfreezes at least the last convolution block (the Keras guide's idea)."""
+    if st.session_state.get(key("two_phase")):
+        st.session_state[key("unfreeze")] = max(st.session_state[key("unfreeze")], min_fine_tune_unfreeze(head) + 2)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def augmented_preview(path: str, size: int, resize: str, settings: dict, seed: int) -> list:
+    from core.augment import preview
+    from core.images import load_image
+
+    image = load_image(path, size, resize)
+    return [image, *preview(image, TrainConfig(**settings), n=PREVIEW_IMAGES, seed=seed)]
+
+
+def server_speed(image_size: int, precision: str) -> float:
+    """Images per second through VGG16 here: measured by earlier runs, or now (a few seconds, once)."""
+    from core.model import resolve_precision
+    from core.speed import known_speed, measure_speed
+
+    resolved = resolve_precision(precision)
+    speed = known_speed(image_size, resolved)
+    if speed is None:
+        with st.spinner("Measuring this server's speed for the time estimate (a few seconds, once)…"):
+            speed = measure_speed(image_size, resolved)
+    return speed
+
+
+def use_learning_rate(optimizer: str, value: float) -> None:
+    st.session_state[key("optimizer")] = optimizer
+    st.session_state[key(f"learning_rate_{optimizer}")] = float(f"{value:.2g}")
 
 
 # What trains well from random weights: every layer, small images, Adam with a small step.
@@ -90,10 +135,13 @@ def render_job(snap: dict) -> None:
         st.progress(snap["done"] / max(snap["total"], 1), text=text)
     if snap["epoch_logs"]:
         left, right = st.columns(2)
-        left.altair_chart(charts.epoch_curves(snap["epoch_logs"], "loss", "Loss per epoch"), width="stretch")
-        right.altair_chart(charts.epoch_curves(snap["epoch_logs"], "accuracy", "Accuracy per epoch"), width="stretch")
+        p2 = snap["phase2_start"]
+        left.altair_chart(charts.epoch_curves(snap["epoch_logs"], "loss", "Loss per epoch", p2), width="stretch")
+        right.altair_chart(
+            charts.epoch_curves(snap["epoch_logs"], "accuracy", "Accuracy per epoch", p2), width="stretch"
+        )
     if snap["batch_losses"]:
-        st.altair_chart(charts.batch_loss(snap["batch_losses"]), width="stretch")
+        st.altair_chart(charts.batch_loss(snap["batch_losses"], snap["phase2_start"]), width="stretch")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -181,6 +229,7 @@ for name, value in {
     "image_size": DEFAULTS.image_size,
     "unfreeze": DEFAULTS.unfreeze,
     "batch_size": DEFAULTS.batch_size,
+    "fine_tune_epochs": 10,
     **{f"learning_rate_{opt}": lr for opt, lr in DEFAULT_LR.items()},
 }.items():
     st.session_state.setdefault(key(name), value)
@@ -233,10 +282,24 @@ if weights_kind == "none":
         )
 
 rows = layer_rows(head, image_size, len(ds.classes))
+two_phase = st.toggle(
+    "Two-phase fine-tuning: train the new head first, then unfreeze the last K layers at a lower learning rate",
+    key=key("two_phase"),
+    on_change=two_phase_defaults,
+    args=(head,),
+    help="The Keras transfer-learning guide's recipe. Phase 1 trains only the layers the head adds, with every "
+    "VGG16 layer frozen, so the random new layers cannot wreck the pretrained features; phase 2 unfreezes the "
+    "last K layers and continues at a 10-100x lower learning rate.",
+)
 unfreeze = st.slider(
     "Unfreeze the last K layers", 1, len(rows), key=key("unfreeze"),
     help=HELP["unfreeze"],
 )  # fmt: skip
+if two_phase:
+    st.caption(
+        f"Phase 1 trains the {head} head's {HEAD_LAYERS[head]} layers alone; phase 2 trains the last {unfreeze} "
+        f"layers (at least {min_fine_tune_unfreeze(head)}, so that it reaches into VGG16)."
+    )
 mask = unfrozen(len(rows), unfreeze)
 table = pd.DataFrame(rows).assign(trainable=[m and r["params"] > 0 for m, r in zip(mask, rows, strict=True)])
 trainable = int(table.loc[table.trainable, "params"].sum())
@@ -267,7 +330,9 @@ elif optimizer == "adamw":
 
 st.subheader("Training")
 t1, t2, t3 = st.columns(3)
-epochs = t1.number_input("Epochs", 1, 1000, DEFAULTS.epochs, key=key("epochs"), help=HELP["epochs"])
+epochs = t1.number_input(
+    "Epochs (phase 1)" if two_phase else "Epochs", 1, 1000, DEFAULTS.epochs, key=key("epochs"), help=HELP["epochs"]
+)
 batch_size = t2.number_input("Batch size", 1, 1024, key=key("batch_size"), help=HELP["batch_size"])
 has_val = any(it.split == "val" for it in ds.items)
 validation_split = t3.slider(
@@ -276,6 +341,17 @@ validation_split = t3.slider(
 )  # fmt: skip
 if has_val:
     t3.caption("The dataset has its own val/ folder, which is used as the validation set.")
+fine_tune_epochs, fine_tune_lr_divisor = 0, DEFAULTS.fine_tune_lr_divisor
+if two_phase:
+    f1, f2 = st.columns(2)
+    fine_tune_epochs = f1.number_input(
+        "Epochs (phase 2)", 1, 1000, key=key("fine_tune_epochs"), help=HELP["fine_tune_epochs"]
+    )
+    fine_tune_lr_divisor = f2.select_slider(
+        "Phase 2 learning rate: phase 1's divided by", [10, 20, 30, 50, 100], 10, key=key("fine_tune_lr_divisor"),
+        help=HELP["fine_tune_lr_divisor"],
+    )  # fmt: skip
+    f2.caption(f"Phase 2 learning rate: {learning_rate / fine_tune_lr_divisor:.2g}")
 with st.expander("More options"):
     a1, a2, a3, a4 = st.columns(4)
     early_stopping = a1.number_input(
@@ -286,36 +362,165 @@ with st.expander("More options"):
     decay = a3.number_input("LR decay", 0.0, 1.0, DEFAULTS.decay, format="%g", key=key("decay"), help=HELP["decay"])
     precision = a4.selectbox("Precision", CHOICES["precision"], key=key("precision"), help=HELP["precision"])
 
-if st.button("Start training", type="primary", icon=":material/play_arrow:"):
-    config = TrainConfig(
-        weights=weights_path if weights_kind == "file" else weights_kind,
-        head=head,
-        image_size=int(image_size),
-        resize=resize,
-        unfreeze=int(unfreeze),
-        optimizer=optimizer,
-        learning_rate=float(learning_rate),
-        momentum=float(momentum),
-        nesterov=bool(nesterov),
-        decay=float(decay),
-        weight_decay=float(weight_decay),
-        batch_size=int(batch_size),
-        epochs=int(epochs),
-        validation_split=float(validation_split),
-        early_stopping=int(early_stopping),
-        seed=int(seed),
-        precision=precision,
+# ---- Augmentation
+st.subheader("Augmentation")
+st.caption("Random changes to the training images, new every epoch; the validation images are never changed.")
+g1, g2, g3 = st.columns(3)
+augment = {
+    "augment_flip": g1.checkbox("Flip left-right", False, key=key("augment_flip"), help=HELP["augment_flip"]),
+    "augment_rotation": g1.slider(
+        "Rotation (degrees)", 0.0, AUGMENT_RANGES["augment_rotation"], 0.0, 5.0, key=key("augment_rotation"),
+        help=HELP["augment_rotation"],
+    ),
+    "augment_zoom": g2.slider(
+        "Zoom", 0.0, AUGMENT_RANGES["augment_zoom"], 0.0, 0.05, key=key("augment_zoom"), help=HELP["augment_zoom"]
+    ),
+    "augment_translation": g2.slider(
+        "Shift", 0.0, AUGMENT_RANGES["augment_translation"], 0.0, 0.05, key=key("augment_translation"),
+        help=HELP["augment_translation"],
+    ),
+    "augment_contrast": g3.slider(
+        "Contrast", 0.0, AUGMENT_RANGES["augment_contrast"], 0.0, 0.05, key=key("augment_contrast"),
+        help=HELP["augment_contrast"],
+    ),
+    "augment_brightness": g3.slider(
+        "Brightness", 0.0, AUGMENT_RANGES["augment_brightness"], 0.0, 0.05, key=key("augment_brightness"),
+        help=HELP["augment_brightness"],
+    ),
+}  # fmt: skip
+
+config = TrainConfig(
+    weights=(weights_path or "") if weights_kind == "file" else weights_kind,
+    head=head,
+    image_size=int(image_size),
+    resize=resize,
+    unfreeze=int(unfreeze),
+    optimizer=optimizer,
+    learning_rate=float(learning_rate),
+    momentum=float(momentum),
+    nesterov=bool(nesterov),
+    decay=float(decay),
+    weight_decay=float(weight_decay),
+    batch_size=int(batch_size),
+    epochs=int(epochs),
+    validation_split=float(validation_split),
+    early_stopping=int(early_stopping),
+    seed=int(seed),
+    precision=precision,
+    fine_tune_epochs=int(fine_tune_epochs),
+    fine_tune_lr_divisor=float(fine_tune_lr_divisor),
+    **{name: type(getattr(DEFAULTS, name))(value) for name, value in augment.items()},
+)
+
+if config.augmented:
+    train_items = [it for it in ds.items if it.split in ("", "train")]
+    st.session_state.setdefault(PREVIEW_SEED, 0)
+    pick = train_items[st.session_state[PREVIEW_SEED] % len(train_items)]
+    settings = {f.name: getattr(config, f.name) for f in TrainConfig.describe() if f.name.startswith("augment_")}
+    settings["seed"] = 0
+    variants = augmented_preview(
+        str(ds.root / pick.path), config.image_size, config.resize, settings, st.session_state[PREVIEW_SEED]
     )
-    problem = None
+    st.image(
+        variants,
+        width=max(64, min(config.image_size, 128)),
+        caption=[f"original: {pick.path}"] + [f"augmented {i}" for i in range(1, len(variants))],
+    )
+    if st.button("Another image", icon=":material/shuffle:"):
+        st.session_state[PREVIEW_SEED] += 1
+        st.rerun()
+
+# ---- Time estimate: how long the run takes on this server, from the measured speed of VGG16 here.
+n_val = sum(it.split == "val" for it in ds.items)
+n_pool = sum(it.split in ("", "train") for it in ds.items)
+if not has_val:
+    n_val = round(n_pool * config.validation_split)
+n_train = n_pool - (0 if has_val else n_val)
+unfrozen_names = [r["name"] for r, m in zip(rows, mask, strict=True) if m]
+if config.augmented:
+    from core.speed import estimate
+
+    est = estimate(config, n_train, n_val, server_speed(config.image_size, precision), unfrozen_names)
+    st.warning(
+        f"Augmentation changes every image every epoch, so the frozen layers' outputs cannot be computed once and "
+        f"reused: the run trains end to end, {est.text}. Without augmentation: about "
+        f"{duration(est.cached_seconds)}.",
+        icon=":material/schedule:",
+    )
+
+# ---- Learning-rate finder
+st.subheader("Learning-rate finder")
+st.caption(
+    "A short test run on the training images: the learning rate grows from 1e-7 to 10, one batch per step, "
+    "and the loss shows which rates learn and which diverge. It uses the feature cache when the layers before "
+    "the trainable ones are frozen, so it takes seconds; it saves nothing."
+)
+
+
+def weights_problem() -> str | None:
     if weights_kind == "file" and not weights_path:
-        problem = "Upload a VGG16 weights file (.h5) first, or choose ImageNet or random weights."
-    elif weights_kind == "imagenet":
+        return "Upload a VGG16 weights file (.h5) first, or choose ImageNet or random weights."
+    if weights_kind == "imagenet":
         from core.model import imagenet_problem
 
-        problem = imagenet_problem(head)
-    if problem:
-        st.error(problem, icon=":material/cloud_off:")
-        st.info("Choose **Random (no download)** or **Weights file (.h5)** under Weights above and start again.")
+        return imagenet_problem(head)
+    return None
+
+
+def report_weights_problem(problem: str) -> None:
+    st.error(problem, icon=":material/cloud_off:")
+    st.info("Choose **Random (no download)** or **Weights file (.h5)** under Weights above and start again.")
+
+
+if st.button("Find a learning rate", icon=":material/query_stats:"):
+    if problem := weights_problem():
+        report_weights_problem(problem)
+    else:
+        from core.lrfind import lr_find
+
+        bars: dict[str, ProgressBar] = {}
+        labels = {"features": "Frozen layers, once per image", "reading": "Reading images", "testing": "Test run"}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = ProgressBar(labels[stage])
+            bars[stage](done, total)
+
+        try:
+            finding = lr_find(ds, config, progress=progress)
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state[LR_FINDING] = {**finding.to_dict(), "image_size": config.image_size, "head": head}
+        for bar in bars.values():
+            bar.empty()
+
+finding = st.session_state.get(LR_FINDING)
+if finding:
+    st.altair_chart(
+        charts.lr_finder(finding["learning_rates"], finding["losses"], finding["smoothed"], finding["suggestion"]),
+        width="stretch",
+    )
+    st.caption(
+        f"{finding['optimizer']}, {finding['head']} head, {finding['image_size']} px: {len(finding['losses'])} "
+        f"batches in {finding['seconds']:.1f} s ({finding['path']})."
+    )
+    if finding["suggestion"] is None:
+        st.info(finding["reason"], icon=":material/info:")
+    else:
+        st.markdown(f"**Suggested learning rate: {finding['suggestion']:.2g}**, {finding['reason']}.")
+        st.button(
+            f"Use {finding['suggestion']:.2g} as the {finding['optimizer']} learning rate",
+            icon=":material/input:",
+            on_click=use_learning_rate,
+            args=(finding["optimizer"], finding["suggestion"]),
+            key="use_lr",
+        )
+
+st.divider()
+if st.button("Start training", type="primary", icon=":material/play_arrow:"):
+    if problem := weights_problem():
+        report_weights_problem(problem)
     else:
         try:
             job = registry().submit(ds, config, owner=st.session_state[SESSION_ID])

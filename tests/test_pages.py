@@ -196,7 +196,7 @@ def test_train_form_defaults_follow_the_tutorial(tmp_path):
     assert at.number_input(key="cfg_learning_rate_adamw").value == pytest.approx(0.001)
     assert at.number_input(key="cfg_weight_decay").value == pytest.approx(0.004)
     assert not [n for n in at.number_input if n.key == "cfg_momentum"]
-    assert not at.checkbox
+    assert not [c for c in at.checkbox if c.key == "cfg_nesterov"]
 
 
 def test_random_weights_preset_sets_a_configuration_that_learns(tmp_path):

@@ -1,0 +1,98 @@
+"""The Train page's newer views through AppTest: augmentation preview and estimate, the LR finder, two phases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_pages import JOB_TIMEOUT, assert_clean, button, load, open_app, texts
+
+
+def vega_specs(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def test_augmentation_shows_a_preview_grid_and_the_time_it_costs(tmp_path):
+    at = open_app("pages/train.py", dataset=load(tmp_path))
+    assert not at.get("image")  # no augmentation, no preview
+    assert not [w for w in texts(at.warning) if "Augmentation" in w]
+    at.radio(key="cfg_weights").set_value("none")
+    at.slider(key="cfg_image_size").set_value(32)
+    at.checkbox(key="cfg_augment_flip").check()
+    at.slider(key="cfg_augment_rotation").set_value(30.0)
+    at.run()
+    assert_clean(at)
+    grid = at.get("image")
+    assert len(grid) == 1 and len(grid[0].proto.imgs) == 9  # the original and 8 variants
+    assert grid[0].proto.imgs[0].caption.startswith("original: ")
+    first = [img.url for img in grid[0].proto.imgs]
+    warning = next(w for w in texts(at.warning) if "Augmentation changes every image" in w)
+    assert "trains end to end, about" in warning and "images/s through VGG16 at 32 px" in warning
+    assert "Without augmentation: about" in warning
+
+    button(at, "Another image").click().run()
+    assert_clean(at)
+    assert [img.url for img in at.get("image")[0].proto.imgs] != first
+
+
+def test_learning_rate_finder_charts_the_test_and_fills_in_its_suggestion(tmp_path):
+    at = open_app("pages/train.py", dataset=load(tmp_path, per_class=8))
+    at.radio(key="cfg_weights").set_value("none").run()
+    button(at, "Use settings for random weights").click().run()  # every layer trains: a curve with a clear fall
+    at.slider(key="cfg_image_size").set_value(32)
+    at.number_input(key="cfg_batch_size").set_value(8)
+    at.run()
+    button(at, "Find a learning rate").click().run()
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    spec = next(s for s in vega_specs(at) if "Loss as the learning rate grows" in json.dumps(s))
+    assert '"type": "log"' in json.dumps(spec)
+    finding = at.session_state["lr_finding"]
+    assert finding["optimizer"] == "adam" and finding["path"] == "end to end"
+    assert finding["suggestion"] is not None, finding["reason"]
+    suggested = float(f"{finding['suggestion']:.2g}")
+    assert any(m.startswith(f"**Suggested learning rate: {suggested:.2g}**") for m in texts(at.markdown))
+
+    button(at, f"Use {suggested:.2g} as the adam learning rate").click().run()
+    assert_clean(at)
+    assert at.number_input(key="cfg_learning_rate_adam").value == pytest.approx(suggested)
+    # And training starts from it.
+    at.number_input(key="cfg_epochs").set_value(1).run()
+    button(at, "Start training").click().run()
+    from core.jobs import registry
+
+    job = registry().get(at.query_params["job"])
+    assert job.config.learning_rate == pytest.approx(suggested)
+    registry().stop(job.id)
+    registry().wait(job.id, timeout=JOB_TIMEOUT)
+
+
+def test_two_phase_preset_sets_phase_two_and_marks_it_on_the_charts(tmp_path):
+    from core.config import min_fine_tune_unfreeze
+    from core.jobs import COMPLETED, registry
+
+    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at.radio(key="cfg_weights").set_value("none")
+    at.selectbox(key="cfg_head").set_value("gap")
+    at.slider(key="cfg_image_size").set_value(32)
+    at.run()
+    assert not [n for n in at.number_input if n.key == "cfg_fine_tune_epochs"]
+    at.toggle(key="cfg_two_phase").set_value(True).run()
+    assert_clean(at)
+    assert at.slider(key="cfg_unfreeze").value >= min_fine_tune_unfreeze("gap") + 2  # the last block
+    assert any("Phase 1 trains the gap head's 3 layers alone" in c for c in texts(at.caption))
+    at.number_input(key="cfg_epochs").set_value(1)
+    at.number_input(key="cfg_fine_tune_epochs").set_value(1)
+    at.run()
+    assert any("Phase 2 learning rate: 0.001" in c for c in texts(at.caption))  # SGD 0.01 / 10
+    button(at, "Start training").click().run()
+    assert_clean(at)
+    job = registry().wait(at.query_params["job"], timeout=JOB_TIMEOUT)
+    assert job.state == COMPLETED, job.error
+    assert (job.config.fine_tune_epochs, job.config.epochs) == (1, 1)
+    at.run()
+    assert_clean(at)
+    specs = [json.dumps(s) for s in vega_specs(at) if "per epoch" in json.dumps(s)]
+    assert len(specs) == 2
+    for spec in specs:
+        assert '"rule"' in spec and '"text"' in spec, "no phase-2 marker"
