@@ -129,15 +129,17 @@ def estimate(config: TrainConfig, n_train: int, n_val: int, speed: float, unfroz
 
     run, cached = seconds(config.augmented), seconds(False)
     text = (
-        f"about {_minutes(run)} for {config.total_epochs} epochs of {n_train:,} training images "
+        f"about {human_time(run)} for {config.total_epochs} epochs of {n_train:,} training images "
         f"(this server: {speed:.1f} images/s through VGG16 at {config.image_size} px)"
     )
     return Estimate(seconds=run, cached_seconds=cached, text=text)
 
 
-def _minutes(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def human_time(seconds: float) -> str:
+    """12 s, 3:20 min, 1:05 h: the same style as the progress bars' ETA."""
+    s = max(round(seconds), 1)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}:{s % 60:02d} min"
+    return f"{s // 3600}:{s % 3600 // 60:02d} h"

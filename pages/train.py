@@ -421,11 +421,8 @@ if config.augmented:
     variants = augmented_preview(
         str(ds.root / pick.path), config.image_size, config.resize, settings, st.session_state[PREVIEW_SEED]
     )
-    st.image(
-        variants,
-        width=max(64, min(config.image_size, 128)),
-        caption=[f"original: {pick.path}"] + [f"augmented {i}" for i in range(1, len(variants))],
-    )
+    st.image(variants, width=96, caption=["original"] + [""] * PREVIEW_IMAGES)
+    st.caption(f"{pick.path} and {PREVIEW_IMAGES} augmented versions of it, as training would see them.")
     if st.button("Another image", icon=":material/shuffle:"):
         st.session_state[PREVIEW_SEED] += 1
         st.rerun()
@@ -438,15 +435,22 @@ if not has_val:
 n_train = n_pool - (0 if has_val else n_val)
 unfrozen_names = [r["name"] for r, m in zip(rows, mask, strict=True) if m]
 if config.augmented:
-    from core.speed import estimate
+    from core.speed import estimate, human_time
 
     est = estimate(config, n_train, n_val, server_speed(config.image_size, precision), unfrozen_names)
-    st.warning(
-        f"Augmentation changes every image every epoch, so the frozen layers' outputs cannot be computed once and "
-        f"reused: the run trains end to end, {est.text}. Without augmentation: about "
-        f"{duration(est.cached_seconds)}.",
-        icon=":material/schedule:",
-    )
+    if est.cached_seconds >= est.seconds * 0.95:
+        st.info(
+            f"With these layers unfrozen the run trains end to end anyway, so augmentation adds little time: "
+            f"{est.text}.",
+            icon=":material/schedule:",
+        )
+    else:
+        st.warning(
+            f"Augmentation changes every image every epoch, so the frozen layers' outputs cannot be computed once "
+            f"and reused: the run trains end to end, {est.text}. Without augmentation: about "
+            f"{human_time(est.cached_seconds)}.",
+            icon=":material/schedule:",
+        )
 
 # ---- Learning-rate finder
 st.subheader("Learning-rate finder")

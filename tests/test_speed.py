@@ -46,7 +46,7 @@ def test_augmentation_costs_every_epoch_what_the_cache_costs_once():
     aug = estimate(augmented, 90, 10, speed=10.0, unfrozen=head_only)
     assert aug.seconds == pytest.approx(30 * 100 / 10.0)  # every epoch, forward only through frozen layers
     assert aug.cached_seconds == pytest.approx(cached.seconds)
-    assert "5 min for 30 epochs of 90 training images" in aug.text and "10.0 images/s" in aug.text
+    assert "5:00 min for 30 epochs of 90 training images" in aug.text and "10.0 images/s" in aug.text
 
 
 def test_unfrozen_convolutions_cost_a_backward_pass_each_epoch():
