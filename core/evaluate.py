@@ -62,6 +62,7 @@ class Evaluation:
     files: list[str] = field(default_factory=list)  # every image used, relative to the dataset folder
     warnings: list[str] = field(default_factory=list)
     created: str = ""
+    root: str = ""  # the dataset folder ``files`` are relative to; a temporary one may be gone by now
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -230,6 +231,7 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None) ->
     ev = compute_metrics(y_true, np.stack(probs), run.classes, files, top_k)
     ev.source, ev.split, ev.data = source, split, name
     ev.warnings = warnings
+    ev.root = str(ds.root.resolve())
     ev.created = time.strftime("%Y-%m-%dT%H:%M:%S")
     runs.write_json(run.path / FILE, ev.to_dict())
     return ev
@@ -287,6 +289,38 @@ def _saved_split(run) -> tuple[Dataset, list, str]:
     if missing:
         raise UserError(f"{missing[0]} is no longer a usable image of the training dataset; {again}.")
     return ds, [by_path[p] for p in wanted], split
+
+
+def saved_images_root(run_dir: str | os.PathLike) -> Path | None:
+    """The dataset folder of the run's saved split while every image ``evaluate_run(run_dir)`` needs is there.
+
+    None when the run has no readable split.json, it does not record the folder, or an image is gone: then
+    ``evaluate_run`` needs the dataset again. Cheap: checks files, reads no image, loads no TensorFlow.
+    """
+    try:
+        saved = runs.read_json(Path(run_dir) / "split.json")
+        wanted = saved.get("test") or saved.get("val") or []
+        root = Path(saved["root"]) if saved.get("root") else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if root is None or not wanted or not all((root / p).is_file() for p in wanted):
+        return None
+    return root
+
+
+def images_root(ev: Evaluation, run_dir: str | os.PathLike) -> Path | None:
+    """Where the evaluated images are now: the folder ``ev.files`` are relative to, or None when it is gone."""
+    root = Path(ev.root) if ev.root else None
+    if root is None and ev.source in ("val", "test"):  # evaluated from the saved split before roots were recorded
+        root = saved_images_root(run_dir)
+    return root if root is not None and root.is_dir() else None
+
+
+def class_errors(ev: Evaluation) -> list[int]:
+    """Per class (in ``ev.classes`` order): its images predicted as another class plus other images predicted as it."""
+    m = np.asarray(ev.confusion, dtype=np.int64)
+    off = m - np.diag(np.diag(m))
+    return (off.sum(axis=1) + off.sum(axis=0)).tolist()
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

@@ -37,6 +37,9 @@ from core.images import Source, load_image
 from core.predict import Run
 
 DEFAULT_LAYER = "block5_conv3"
+# From random weights, a short training on a few photos leaves the last block's filters with little meaning of
+# their own; the third block's last convolution still holds edges and blobs at a finer grid.
+RANDOM_WEIGHTS_LAYER = "block3_conv3"
 # Per model, per layer: the compiled Grad-CAM step, so explaining many images builds and traces it once.
 _cam_functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -63,6 +66,23 @@ def spatial_layers(model: keras.Model) -> list[str]:
         if len(shape) == 4:
             names.append(layer.name)
     return names
+
+
+def convolution_layers(run_or_model: Run | keras.Model) -> list[str]:
+    """Names of the model's convolution layers, first to last: the usual choices for a heat map."""
+    model = run_or_model.model if isinstance(run_or_model, Run) else run_or_model
+    return [n for n in spatial_layers(model) if isinstance(model.get_layer(n), keras.layers.Conv2D)]
+
+
+def default_layer(run: Run) -> str:
+    """The layer a heat map of ``run`` is taken from unless the user picks one.
+
+    The last convolution (``DEFAULT_LAYER``), except for a run trained from random weights (``weights="none"``):
+    there ``RANDOM_WEIGHTS_LAYER``.
+    """
+    layer = RANDOM_WEIGHTS_LAYER if run.config.weights == "none" else DEFAULT_LAYER
+    layers = convolution_layers(run)
+    return layer if layer in layers or not layers else layers[-1]
 
 
 def _check_layer(model: keras.Model, layer: str) -> None:

@@ -1,4 +1,4 @@
-"""Classify: pick a saved model, drop images (or take a photo), see the ranked classes."""
+"""Classify: pick a saved model, drop images (or take a photo), see the ranked classes and where the model looked."""
 
 import pandas as pd
 import streamlit as st
@@ -6,10 +6,14 @@ import streamlit as st
 from core import UserError
 from core.runs import list_runs
 from pages import charts
-from pages.common import RUN_PARAM
+from pages.common import RUN_PARAM, init_session
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
 MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
+# Widget keys, one per image (its position and name appended)
+GRADCAM = "gradcam"
+GRADCAM_CLASS = "gradcam_class"
+GRADCAM_LAYER = "gradcam_layer"
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
@@ -20,6 +24,17 @@ def cached_run(path: str, saved: str):
     return load_run(path)
 
 
+@st.cache_data(show_spinner="Computing the heat map…", max_entries=256)
+def gradcam_overlay(path: str, saved: str, data: bytes, class_name: str, layer: str):
+    """(overlay, whether the map is empty): Grad-CAM of ``class_name`` once per run, image, class and layer."""
+    from core.explain import explain
+    from core.predict import load_run
+
+    e = explain(load_run(path), data, class_name, layer=layer)
+    return e.overlay, not e.heatmap.any()
+
+
+init_session()
 st.title("Classify")
 runs = list_runs()
 if not runs:
@@ -55,6 +70,7 @@ if not inputs:
     st.info(f"Drop one or more images. This model knows: {', '.join(run.classes)}.", icon=":material/image:")
     st.stop()
 
+from core.explain import convolution_layers, default_layer  # noqa: E402  (TensorFlow is already loaded too)
 from core.predict import predict  # noqa: E402  (TensorFlow is already loaded with the model)
 
 with st.spinner(f"Classifying {len(inputs)} image(s)…"):
@@ -76,11 +92,40 @@ if len(results) > 1:
         icon=":material/download:",
     )  # fmt: skip
 
-for (name, data), p in zip(inputs, results, strict=True):
-    left, right = st.columns([1, 2], vertical_alignment="center")
+layers, first_layer = convolution_layers(run), default_layer(run)
+for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
+    left, right = st.columns([1, 2])
     if not p.ok:
         left.error(f"**{name}**: {p.error}", icon=":material/broken_image:")
         continue
     left.image(data, caption=name, width="stretch")
     right.markdown(f"**{p.top[0][0]}** · {p.top[0][1]:.1%}")
     right.altair_chart(charts.top_k(p.top), width="stretch")
+    if not right.toggle("Show where the model looked (Grad-CAM)", key=f"{GRADCAM}_{i}_{name}"):
+        continue
+    c1, c2 = right.columns(2)
+    explained = c1.selectbox(
+        "Class to explain", run.classes, index=run.classes.index(p.top[0][0]), key=f"{GRADCAM_CLASS}_{i}_{name}",
+        help="The heat map shows the parts of the image that speak for this class; the top class by default.",
+    )  # fmt: skip
+    layer = c2.selectbox(
+        "Layer", layers, index=layers.index(first_layer), key=f"{GRADCAM_LAYER}_{i}_{name}",
+        help="The convolution whose output the map is made from: later layers see larger parts, earlier ones "
+        "finer detail.",
+    )  # fmt: skip
+    if run.config.weights == "none" and first_layer != layers[-1]:
+        right.caption(
+            "This model started from random weights: after a short training the last convolution block has "
+            f"learnt little of its own, so its maps say little. The map comes from {first_layer} by default, "
+            "earlier and finer; pick another layer to compare."
+        )
+    try:
+        heat, empty = gradcam_overlay(run_info["path"], run_info.get("finished", ""), data, explained, layer)
+    except UserError as exc:
+        right.error(str(exc), icon=":material/error:")
+    else:
+        size = run.config.image_size
+        left.image(heat, caption=f"Grad-CAM of {explained} · {layer} ({size}×{size} px, as the model saw it)",
+                   width="stretch")  # fmt: skip
+        if empty:
+            right.caption(f"Nothing in this image speaks for {explained} at {layer}: the map is empty.")
