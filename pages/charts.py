@@ -223,3 +223,9 @@ def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train
         )
         .properties(height=380)  # the legend below the plot counts in the height
     )
+
+
+if __name__ == "__main__":  # opened as a page in the folder's page list: go to the app instead
+    from pages.common import init_session
+
+    init_session()

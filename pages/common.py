@@ -24,10 +24,45 @@ JOB_PARAM = "job"
 RUN_PARAM = "run"
 
 
-def init_session() -> None:
+def run_app() -> None:
+    """The router: page settings, the session, the menu, and the page the address names."""
+    st.set_page_config(page_title="Image classifier maker", page_icon=":material/image_search:", layout="wide")
+    init_session(router=True)
+    st.navigation(
+        [
+            st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_zip:", default=True),
+            st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+            st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+            st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+            st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+        ]
+    ).run()
+
+
+def init_session(router: bool = False) -> None:
+    """Call first on every page: gives the browser session its id, and runs a page that came without the router
+    through it."""
+    if not router:
+        _through_router()
     if SESSION_ID not in st.session_state:
         st.session_state[SESSION_ID] = uuid.uuid4().hex
         workspace.prune()
+
+
+def _through_router() -> None:
+    """Run the router when a page was started without it, then end the outer run.
+
+    Until the first ``st.navigation`` call in the process, Streamlit treats a folder named ``pages/`` next to the
+    entry point as the page list: a shared link opened first after a server start would run that one page alone,
+    narrow, with every module of the folder in the menu. ``st.navigation`` clears the process-wide flag, so a page
+    that finds it set did not come through ``run_app``; running the router here shows the real menu and the same
+    page (the address names it), with this run's widget values.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        run_app()
+        st.stop()
 
 
 def session_dir() -> Path:
@@ -63,3 +98,7 @@ class ProgressBar:
 
     def empty(self) -> None:
         self.bar.empty()
+
+
+if __name__ == "__main__":  # opened as a page in the folder's page list: go to the app instead
+    init_session()

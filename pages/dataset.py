@@ -11,11 +11,12 @@ from core.dataset import load_dataset
 from core.images import load_image
 from core.sample import make_sample_zip
 from pages import charts
-from pages.common import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, session_dir
+from pages.common import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, init_session, session_dir
 
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 128
 
+init_session()
 st.title("Dataset")
 st.markdown(
     "Put your photos in **one folder per class** (`cats/…`, `dogs/…`), zip them and drop the zip here. "

@@ -11,7 +11,7 @@ from core.cache import ArrayCache
 from core.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from core.runs import delete_run, export_zip, history, list_runs, read_json
 from pages import charts
-from pages.common import RUN_PARAM
+from pages.common import RUN_PARAM, init_session
 
 # Widget keys. COMPARE is also the query parameter (?compare=<id>&compare=<id>): a comparison is a shareable link.
 COMPARE = "compare"
@@ -20,6 +20,7 @@ COMPARE_TRAIN_CURVES = "compare_train_curves"
 DIFFERENT = "background-color: rgba(255, 171, 64, 0.35)"  # readable on the light and the dark theme
 BEST = "background-color: rgba(33, 195, 84, 0.25)"
 
+init_session()
 st.title("Runs")
 
 
@@ -168,12 +169,15 @@ rows = history(path)
 if rows:
     rows = [{**r, "epoch": int(r["epoch"]) + 1} for r in rows]  # CSVLogger counts epochs from 0
     left, right = st.columns(2)
-    left.altair_chart(charts.epoch_curves(rows, "loss", "Loss per epoch"), width="stretch")
-    right.altair_chart(charts.epoch_curves(rows, "accuracy", "Accuracy per epoch"), width="stretch")
+    p2 = (read_json(path / "metrics.json") or {}).get("phase2_start_epoch")
+    left.altair_chart(charts.epoch_curves(rows, "loss", "Loss per epoch", p2), width="stretch")
+    right.altair_chart(charts.epoch_curves(rows, "accuracy", "Accuracy per epoch", p2), width="stretch")
 with st.expander("Settings"):
     st.json(read_json(path / "config.json"))
 
-c1, c2, c3 = st.columns(3)
+c0, c1, c2, c3 = st.columns(4)
+c0.page_link("pages/evaluate.py", label="Evaluate this run", icon=":material/fact_check:",
+             query_params={RUN_PARAM: run["id"]})  # fmt: skip
 c1.page_link("pages/classify.py", label="Classify with this run", icon=":material/image_search:",
              query_params={RUN_PARAM: run["id"]})  # fmt: skip
 c2.download_button(  # zipped on click only: compressing the model takes seconds, too long for every rerun

@@ -178,10 +178,17 @@ def finished(job_id: str, snap: dict) -> None:
         c2.metric("Validation loss", f"{m['val_loss']:.4f}")
         c3.metric("Training accuracy", "–" if m["train_accuracy"] is None else f"{m['train_accuracy']:.1%}")
         c4.metric("Epochs", m["epochs_completed"])
-        st.page_link(
+        l1, l2 = st.columns(2)
+        l1.page_link(
             "pages/classify.py",
             label="Classify images with this model",
             icon=":material/image_search:",
+            query_params={RUN_PARAM: job_id},
+        )
+        l2.page_link(
+            "pages/evaluate.py",
+            label="Evaluate it: confusion matrix and mistakes",
+            icon=":material/fact_check:",
             query_params={RUN_PARAM: job_id},
         )
     elif state == FAILED:

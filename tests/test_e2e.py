@@ -1,7 +1,8 @@
 """End to end in a real browser: `streamlit run app.py` and Debian's Chromium driven by Playwright.
 
 Upload a hostile zip (refused with a sentence), upload a real one, train VGG16 from random weights at 32 px for one
-epoch, follow the link to Classify, upload an image and read the ranked result; then download the run from Runs.
+epoch, follow the link to Classify, upload an image, read the ranked result and see where the model looked
+(Grad-CAM); evaluate the run and see its confusion matrix and per-class table; then download the run from Runs.
 Waits are on Streamlit's script state and on visible text, never on sleeps.
 """
 
@@ -232,6 +233,43 @@ def journey(page, server, tmp_path: Path) -> None:
     settle(page)
     assert_no_traceback(page)
 
+    # ---- Grad-CAM: the heat map of the top class appears beside the photo, from block3_conv3 (random weights).
+    top = page.get_by_text(re.compile(r"^(red|green|blue) · \d+\.\d%$")).inner_text().split(" · ")[0]
+    expect(page.get_by_test_id("stImage")).to_have_count(1)
+    page.get_by_text("Show where the model looked (Grad-CAM)").click()
+    caption = page.get_by_text(f"Grad-CAM of {top} · block3_conv3", exact=False)
+    expect(caption).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stImage")).to_have_count(2)
+    overlay = page.get_by_test_id("stImage").nth(1).locator("img")
+    expect(overlay).to_be_visible()
+    assert overlay.evaluate("img => img.complete && img.naturalWidth") == 32  # the model's own 32 px view
+    assert_no_traceback(page)
+
+    # ---- Evaluate: this session's run is chosen; one click scores its held-out images, saved with the run.
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Evaluate").click()
+    evaluate = page.get_by_role("button", name="Evaluate this run")
+    expect(evaluate).to_be_visible()
+    settle(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(f"^{re.escape(job_id)} · "))
+    evaluate.click()
+    expect(page.get_by_role("heading", name="Confusion matrix")).to_be_visible(timeout=TRAIN_WAIT)
+    settle(page)
+    assert_no_traceback(page)
+    assert (server["runs"] / job_id / "evaluation.json").is_file()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Images")).to_contain_text("3")  # 10% of 3 x 10
+    chart = page.get_by_test_id("stVegaLiteChart")
+    expect(chart).to_have_count(1)
+    expect(chart.locator("canvas, svg").first).to_be_visible()
+    assert chart.locator("canvas, svg").first.bounding_box()["height"] > 100
+    headings = page.locator("h3").all_inner_texts()
+    assert headings.index("Confusion matrix") < headings.index("Per-class scores")
+    table = page.get_by_test_id("stDataFrame").first
+    expect(table).to_be_visible()
+    expect(table).to_contain_text("precision")
+    expect(page.get_by_role("button", name="Download per-class scores (CSV)")).to_be_visible()
+    expect(page.get_by_text("This run has not been evaluated yet")).to_have_count(0)  # the saved view
+
     # ---- Runs: the run is listed and downloads as a zip holding the model.
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
     download = page.get_by_role("button", name="Download run (.zip)")
@@ -245,3 +283,18 @@ def journey(page, server, tmp_path: Path) -> None:
         assert f"{job_id}/model.keras" in zf.namelist()
     settle(page)
     assert_no_traceback(page)
+
+
+def test_a_link_opened_first_after_a_server_start_gets_the_app_menu(server, page, tmp_path):
+    """Streamlit reads a folder named pages/ as the page list until the app's own navigation first runs: the
+    first visitor after a start, arriving by a shared link, must still get the app's menu and that page."""
+    from playwright.sync_api import expect
+
+    with evidence_on_failure(page, server, tmp_path):
+        page.goto(f"{server['url']}/runs")
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+        settle(page)
+        nav = page.get_by_test_id("stSidebarNav")
+        names = ["Dataset", "Train", "Evaluate", "Classify", "Runs"]  # after each link's icon name
+        expect(nav.get_by_role("link")).to_have_text([re.compile(f"{name}$") for name in names])
+        assert_no_traceback(page)

@@ -21,6 +21,7 @@ CLASSES = ("red", "green", "blue")
 PAGES = {
     "pages/dataset.py": "Dataset",
     "pages/train.py": "Train",
+    "pages/evaluate.py": "Evaluate",
     "pages/classify.py": "Classify",
     "pages/runs.py": "Runs",
 }
@@ -83,10 +84,10 @@ def load(tmp_path: Path, per_class: int = 10):
 # ---------------------------------------------------------------------------------------------- router
 
 
-def test_router_opens_dataset_first_and_registers_the_four_pages():
+def test_router_opens_dataset_first_and_registers_the_five_pages():
     at = open_app()
     assert texts(at.title) == ["Dataset"]
-    # Helper modules in pages/ are not pages: st.navigation registered only the four below.
+    # Helper modules in pages/ are not pages: st.navigation registered only the five below.
     for helper in ("pages/common.py", "pages/charts.py"):
         with pytest.raises(ValueError, match="navigation page"):
             at.switch_page(helper)
@@ -433,8 +434,8 @@ def test_runs_page_lists_and_deletes_a_run(trained_run):
     assert at.selectbox[0].value["id"] == run.name
     assert '"image_size": 32' in at.json[0].value  # the settings
     assert [d.label for d in at.get("download_button")] == ["Download run (.zip)"]
-    link = at.get("page_link")[0].proto
-    assert link.label == "Classify with this run" and link.query_string == f"run={run.name}"
+    links = {link.proto.label: link.proto.query_string for link in at.get("page_link")}
+    assert links == {"Evaluate this run": f"run={run.name}", "Classify with this run": f"run={run.name}"}
 
     button(at, "Yes, delete it").click().run()
     assert_clean(at)
