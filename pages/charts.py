@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -78,7 +80,10 @@ def lr_finder(learning_rates: list[float], losses: list[float], smoothed: list[f
     # Divergence at the end can be orders of magnitude above the rest: keep the interesting part in view.
     top = float(np.nanpercentile(smoothed, 90)) if smoothed else 1.0
     scale = alt.Scale(domain=[0, max(top * 1.5, max(smoothed[:3] or [top]) * 1.2)], clamp=True)
-    x = alt.X("learning rate:Q", scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e"), title="learning rate")
+    lo, hi = (min(learning_rates), max(learning_rates)) if learning_rates else (1e-7, 10.0)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = alt.Axis(format=".0e", values=[10.0**k for k in decades], grid=True)  # powers of ten only
+    x = alt.X("learning rate:Q", scale=alt.Scale(type="log"), axis=ticks, title="learning rate")
     base = alt.Chart(df, title="Loss as the learning rate grows")
     raw = base.mark_line(opacity=0.3).encode(x=x, y=alt.Y("batch loss:Q", scale=scale, title="loss"))
     smooth = base.mark_line(strokeWidth=2.5).encode(

@@ -17,6 +17,7 @@ DATASET_KEY = "dataset_key"  # which upload the current dataset came from
 WEIGHTS_FILE = "weights_file"
 CURRENT_JOB = "current_job"  # the training job this session started last
 # Widget keys
+FORM_PREFIX = "cfg_"  # the Train form's widgets: kept across pages and job views
 UPLOAD = "dataset_upload"
 USE_SAMPLE = "use_sample"
 # Query parameters
@@ -44,6 +45,10 @@ def init_session(router: bool = False) -> None:
     through it."""
     if not router:
         _through_router()
+    # Streamlit forgets a widget's value after a run that does not draw it (another page, or the Train page
+    # showing a job): writing the values back keeps the Train form as the user left it.
+    for name in [k for k in st.session_state if isinstance(k, str) and k.startswith(FORM_PREFIX)]:
+        st.session_state[name] = st.session_state[name]
     if SESSION_ID not in st.session_state:
         st.session_state[SESSION_ID] = uuid.uuid4().hex
         workspace.prune()

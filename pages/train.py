@@ -22,6 +22,7 @@ from pages import charts
 from pages.common import (
     CURRENT_JOB,
     DATASET,
+    FORM_PREFIX,
     JOB_PARAM,
     RUN_PARAM,
     SESSION_ID,
@@ -45,7 +46,7 @@ PREVIEW_SEED = "augment_preview_seed"
 
 def key(name: str) -> str:
     """Widget key of a TrainConfig field."""
-    return f"cfg_{name}"
+    return f"{FORM_PREFIX}{name}"
 
 
 @st.cache_resource(show_spinner="Building VGG16 to list its layers…")

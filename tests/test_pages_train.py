@@ -96,3 +96,50 @@ def test_two_phase_preset_sets_phase_two_and_marks_it_on_the_charts(tmp_path):
     assert len(specs) == 2
     for spec in specs:
         assert '"rule"' in spec and '"text"' in spec, "no phase-2 marker"
+
+
+def test_the_form_keeps_its_settings_through_a_run_and_other_pages(tmp_path):
+    from core.jobs import COMPLETED, registry
+
+    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at.radio(key="cfg_weights").set_value("none")
+    at.selectbox(key="cfg_head").set_value("gap")
+    at.slider(key="cfg_image_size").set_value(32)
+    at.selectbox(key="cfg_optimizer").set_value("adam")
+    at.run()
+    at.number_input(key="cfg_learning_rate_adam").set_value(0.003)
+    at.number_input(key="cfg_batch_size").set_value(8)
+    at.number_input(key="cfg_epochs").set_value(1)
+    at.checkbox(key="cfg_augment_flip").check()
+    at.run()
+    expected = {
+        "cfg_weights": "none",
+        "cfg_head": "gap",
+        "cfg_image_size": 32,
+        "cfg_optimizer": "adam",
+        "cfg_learning_rate_adam": 0.003,
+        "cfg_batch_size": 8,
+        "cfg_epochs": 1,
+        "cfg_augment_flip": True,
+    }
+
+    def form() -> dict:
+        return {name: at.session_state[name] for name in expected}
+
+    assert form() == expected
+    at.switch_page("pages/classify.py").run()
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/train.py").run()
+    assert_clean(at)
+    assert form() == expected
+    assert at.slider(key="cfg_image_size").value == 32 and at.selectbox(key="cfg_head").value == "gap"
+
+    button(at, "Start training").click().run()
+    job = registry().wait(at.query_params["job"], timeout=JOB_TIMEOUT)
+    assert job.state == COMPLETED, job.error
+    at.run()  # the finished view: no form on the page
+    button(at, "Train another model").click().run()
+    assert_clean(at)
+    assert form() == expected
+    assert at.number_input(key="cfg_batch_size").value == 8
+    assert at.checkbox(key="cfg_augment_flip").value is True
