@@ -55,11 +55,17 @@ class LRFinding:
 
 
 def smooth(losses: list[float], beta: float = SMOOTHING) -> list[float]:
-    avg, out = 0.0, []
-    for i, loss in enumerate(losses, start=1):
-        avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta**i))
+    out: list[float] = []
+    for loss in losses:
+        out.append(smooth_next(out, loss, beta))
     return out
+
+
+def smooth_next(smoothed: list[float], loss: float, beta: float = SMOOTHING) -> float:
+    """The next value of a bias-corrected exponential moving average, given the values so far."""
+    n = len(smoothed)
+    avg = smoothed[-1] * (1 - beta**n) if n else 0.0  # undo the previous correction
+    return (beta * avg + (1 - beta) * loss) / (1 - beta ** (n + 1))
 
 
 def suggest(learning_rates: list[float], smoothed: list[float]) -> tuple[float | None, str]:
@@ -131,7 +137,7 @@ def lr_find(
     rng = np.random.default_rng(config.seed)
     batch = min(config.batch_size, len(x))
     order: list[int] = []
-    lrs, losses = [], []
+    lrs, losses, smoothed = [], [], []
     best = math.inf
     report = stage("testing")
     for i in range(steps):
@@ -146,13 +152,12 @@ def lr_find(
             break
         lrs.append(lr)
         losses.append(loss)
-        current = smooth(losses)[-1]
-        best = min(best, current)
-        if i > 5 and current > DIVERGED * best:
+        smoothed.append(smooth_next(smoothed, loss))
+        best = min(best, smoothed[-1])
+        if i > 5 and smoothed[-1] > DIVERGED * best:
             break
     if progress:
         progress("testing", steps, steps)
-    smoothed = smooth(losses)
     suggestion, reason = suggest(lrs, smoothed)
     return LRFinding(
         learning_rates=lrs,
