@@ -44,18 +44,32 @@ def check_lr_range(start: float, end: float, steps: int) -> None:
         raise UserError(f"The range test needs at least 10 steps (got {steps}).")
 
 
-# (field, largest strength): every augmentation strength is checked against its range.
-AUGMENT_RANGES = {
-    "augment_rotation": 180.0,
-    "augment_zoom": 0.9,
-    "augment_translation": 0.5,
-    "augment_contrast": 1.0,
-    "augment_brightness": 1.0,
-}
+# A field's metadata is everything a face needs to show it: the CLI's help and choices, the form's label, widget,
+# bounds and step, which section of the form it sits in, and when it applies (``when``: field -> allowed values).
+# ``validate`` checks the same bounds, so the form can never offer a value the run would refuse.
+def _opt(
+    default: Any,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    *,
+    label: str,
+    section: str,
+    widget: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    step: float | None = None,
+    fmt: str | None = None,
+    when: dict[str, tuple] | None = None,
+) -> Any:
+    if widget is None:
+        widget = "select" if choices else "checkbox" if isinstance(default, bool) else "number"
+    meta = {"help": help, "choices": choices, "label": label, "section": section, "widget": widget, "min": min,
+            "max": max, "step": step, "format": fmt, "when": when or {}}  # fmt: skip
+    return field(default=default, metadata=meta)
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, **extra})
+SECTIONS = ("model", "optimizer", "training", "more", "augmentation", "fine_tune")
+SGD, ADAMW = {"optimizer": ("sgd",)}, {"optimizer": ("adamw",)}
 
 
 @dataclass
@@ -65,67 +79,106 @@ class TrainConfig:
         "imagenet",
         "VGG16 weights: 'imagenet' (downloaded once into Keras' cache), 'none' (random), "
         "or the path of a local VGG16 weights file (.h5)",
-    )
+        label="Weights", section="model", widget="weights",
+    )  # fmt: skip
     head: str = _opt(
         "small-fc",
         "classifier head: small-fc (Flatten, Dense 256, Dropout, Dense 256, Dropout, softmax), "
         "gap (global average pooling, Dropout, softmax) or vgg-fc (VGG16's own fc1/fc2, new last layer; 224 px)",
-        HEADS,
-    )
-    image_size: int = _opt(224, f"square input size in pixels ({MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE})")
+        HEADS, label="Head", section="model",
+    )  # fmt: skip
+    image_size: int = _opt(
+        224, f"square input size in pixels ({MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE})",
+        label="Image size (px)", section="model", widget="slider", min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE, step=16,
+    )  # fmt: skip
     resize: str = _opt(
         "crop",
         "how an image becomes square: crop (largest centred square), pad (keep everything, fill the border) or stretch",
-        RESIZES,
-    )
-    unfreeze: int = _opt(5, "unfreeze the last K layers of the model; every layer before them stays frozen")
+        RESIZES, label="Resize", section="model", widget="radio",
+    )  # fmt: skip
+    unfreeze: int = _opt(
+        5, "unfreeze the last K layers of the model; every layer before them stays frozen",
+        label="Unfreeze the last K layers", section="model", widget="slider", min=1,
+    )  # fmt: skip
     # Optimizer. The tutorial: SGD(lr=0.01, decay=1e-6, momentum=0.9, nesterov=True).
-    optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
-    learning_rate: float = _opt(0.01, "learning rate")
-    momentum: float = _opt(0.9, "momentum (sgd)")
-    nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
-    decay: float = _opt(1e-6, "learning-rate decay per step: lr / (1 + decay * step), as Keras 2's decay=")
-    weight_decay: float = _opt(0.004, "weight decay (adamw)")
+    optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS, label="Optimizer", section="optimizer")
+    learning_rate: float = _opt(
+        0.01, "learning rate", label="Learning rate", section="optimizer", min=1e-7, max=10.0, fmt="%g"
+    )
+    momentum: float = _opt(
+        0.9, "momentum (sgd)", label="Momentum", section="optimizer", min=0.0, max=0.999, step=0.01, when=SGD
+    )
+    nesterov: bool = _opt(True, "Nesterov momentum (sgd)", label="Nesterov", section="optimizer", when=SGD)
+    decay: float = _opt(
+        1e-6, "learning-rate decay per step: lr / (1 + decay * step), as Keras 2's decay=",
+        label="Learning-rate decay", section="more", min=0.0, max=1.0, fmt="%g",
+    )  # fmt: skip
+    weight_decay: float = _opt(
+        0.004, "weight decay (adamw)", label="Weight decay", section="optimizer", min=0.0, max=1.0, fmt="%g",
+        when=ADAMW,
+    )  # fmt: skip
     # Loop.
-    batch_size: int = _opt(64, "images per batch")
-    epochs: int = _opt(30, "passes over the training images")
+    batch_size: int = _opt(64, "images per batch", label="Batch size", section="training", min=1, max=1024)
+    epochs: int = _opt(30, "passes over the training images", label="Epochs", section="training", min=1, max=1000)
     validation_split: float = _opt(
-        0.1, "share of each class held out for validation (ignored when the dataset has its own val/ folder)"
-    )
+        0.1, "share of each class held out for validation (ignored when the dataset has its own val/ folder)",
+        label="Validation split", section="training", widget="slider", min=0.05, max=0.5, step=0.05,
+    )  # fmt: skip
     early_stopping: int = _opt(
-        0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)"
-    )
-    seed: int = _opt(0, "seed for the split, the weights and the shuffling: same seed, same run")
+        0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)",
+        label="Early stopping patience (0 = off)", section="more", min=0, max=100,
+    )  # fmt: skip
+    seed: int = _opt(
+        0, "seed for the split, the weights and the shuffling: same seed, same run",
+        label="Seed", section="more", min=0, max=2**31 - 1,
+    )  # fmt: skip
     precision: str = _opt(
         "auto",
         "compute precision: auto picks bfloat16 where the CPU or GPU runs it fast, float32 elsewhere",
-        PRECISIONS,
-    )
+        PRECISIONS, label="Precision", section="more",
+    )  # fmt: skip
     # Augmentation: the training images only, never the validation ones. Any of it means end-to-end training,
     # since an image that changes every epoch cannot have its frozen-layer outputs computed once.
-    augment_flip: bool = _opt(False, "augmentation: flip training images left to right at random")
-    augment_rotation: float = _opt(0.0, "augmentation: rotate training images by up to this many degrees (0-180)")
-    augment_zoom: float = _opt(0.0, "augmentation: zoom training images in or out by up to this fraction (0-0.9)")
+    augment_flip: bool = _opt(
+        False, "augmentation: flip training images left to right at random", label="Flip left-right",
+        section="augmentation",
+    )  # fmt: skip
+    augment_rotation: float = _opt(
+        0.0, "augmentation: rotate training images by up to this many degrees (0-180)",
+        label="Rotation (degrees)", section="augmentation", widget="slider", min=0.0, max=180.0, step=5.0,
+    )  # fmt: skip
+    augment_zoom: float = _opt(
+        0.0, "augmentation: zoom training images in or out by up to this fraction (0-0.9)",
+        label="Zoom", section="augmentation", widget="slider", min=0.0, max=0.9, step=0.05,
+    )  # fmt: skip
     augment_translation: float = _opt(
-        0.0, "augmentation: shift training images by up to this fraction of their width and height (0-0.5)"
-    )
-    augment_contrast: float = _opt(0.0, "augmentation: change training images' contrast by up to this fraction (0-1)")
+        0.0, "augmentation: shift training images by up to this fraction of their width and height (0-0.5)",
+        label="Shift", section="augmentation", widget="slider", min=0.0, max=0.5, step=0.05,
+    )  # fmt: skip
+    augment_contrast: float = _opt(
+        0.0, "augmentation: change training images' contrast by up to this fraction (0-1)",
+        label="Contrast", section="augmentation", widget="slider", min=0.0, max=1.0, step=0.05,
+    )  # fmt: skip
     augment_brightness: float = _opt(
-        0.0, "augmentation: change training images' brightness by up to this fraction (0-1)"
-    )
+        0.0, "augmentation: change training images' brightness by up to this fraction (0-1)",
+        label="Brightness", section="augmentation", widget="slider", min=0.0, max=1.0, step=0.05,
+    )  # fmt: skip
     # Two-phase fine-tuning (the Keras transfer-learning guide's recipe).
     fine_tune_epochs: int = _opt(
         0,
         "two-phase fine-tuning: train only the new head for --epochs epochs with every VGG16 layer frozen, "
         "then unfreeze the last --unfreeze layers and train this many more epochs (0: one phase)",
-    )
+        label="Epochs (phase 2)", section="fine_tune", min=0, max=1000,
+    )  # fmt: skip
     fine_tune_lr_divisor: float = _opt(
-        10.0, "two-phase fine-tuning: phase 2 trains at --learning-rate divided by this (10-100 is usual)"
-    )
+        10.0, "two-phase fine-tuning: phase 2 trains at --learning-rate divided by this (10-100 is usual)",
+        label="Phase 2 learning rate: phase 1's divided by", section="fine_tune", widget="slider", min=1.0,
+        max=100.0, step=1.0,
+    )  # fmt: skip
 
     @property
     def augmented(self) -> bool:
-        return self.augment_flip or any(getattr(self, name) > 0 for name in AUGMENT_RANGES)
+        return any(getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["section"] == "augmentation")
 
     @property
     def two_phase(self) -> bool:
@@ -141,37 +194,23 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise UserError(f"{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}.")
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
-            raise UserError(
-                f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels; got {self.image_size}."
-            )
+        for f in dataclasses.fields(self):
+            low, high, value = f.metadata.get("min"), f.metadata.get("max"), getattr(self, f.name)
+            if (low is not None and value < low) or (high is not None and value > high):
+                span = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+                raise UserError(f"{_flag(f.name)} must be {span}; got {value:g}.")
         if self.head == "vgg-fc" and self.image_size != VGG_FC_SIZE:
             raise UserError(
                 f"The vgg-fc head keeps VGG16's fully connected layers, which only fit {VGG_FC_SIZE}x{VGG_FC_SIZE} "
                 f"images; choose --image-size {VGG_FC_SIZE} or another head (small-fc, gap)."
             )
         checks = [
-            (self.unfreeze >= 1, "--unfreeze must be at least 1 (the new last layer always trains)"),
-            (self.learning_rate > 0, "--learning-rate must be greater than 0"),
-            (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
-            (self.decay >= 0, "--decay must not be negative"),
-            (self.weight_decay >= 0, "--weight-decay must not be negative"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (0 < self.validation_split < 1, "--validation-split must be between 0 and 1 (exclusive)"),
-            (self.early_stopping >= 0, "--early-stopping must not be negative"),
-            (self.fine_tune_epochs >= 0, "--fine-tune-epochs must not be negative"),
-            (self.fine_tune_lr_divisor >= 1, "--fine-tune-lr-divisor must be at least 1"),
             (
                 not self.two_phase or self.unfreeze >= min_fine_tune_unfreeze(self.head),
                 f"Two-phase fine-tuning trains the {self.head} head's {HEAD_LAYERS.get(self.head)} layers alone first; "
                 f"--unfreeze must be at least {min_fine_tune_unfreeze(self.head)} so that phase 2 also trains a VGG16 "
                 "layer",
             ),
-        ]
-        checks += [
-            (0 <= getattr(self, name) <= top, f"{_flag(name)} must be between 0 and {top:g}")
-            for name, top in AUGMENT_RANGES.items()
         ]
         for ok, message in checks:
             if not ok:
@@ -188,9 +227,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def describe(cls) -> list[dataclasses.Field]:
-        """The fields with their metadata (help, choices), for building a CLI or a form."""
-        return list(dataclasses.fields(cls))
+    def describe(cls, section: str | None = None) -> list[dataclasses.Field]:
+        """The fields with their metadata (help, choices, label, widget, bounds), for building a CLI or a form."""
+        return [f for f in dataclasses.fields(cls) if section in (None, f.metadata["section"])]
+
+    def applies(self, name: str) -> bool:
+        """Whether field ``name`` matters with the other settings (momentum only for SGD, and so on)."""
+        when = next(f for f in dataclasses.fields(self) if f.name == name).metadata["when"]
+        return all(getattr(self, other) in allowed for other, allowed in when.items())
 
 
 def _flag(name: str) -> str:

@@ -2,6 +2,7 @@
 
     ds = load_dataset("photos.zip", work_dir="work/")     # or a folder
     ds.classes, ds.report.to_dict()
+    train_idx, val_idx = split_dataset(ds, config)      # what training fits on and what it validates with
 
 Layouts understood (after stripping any single wrapper folder such as ``101_ObjectCategories/``):
 
@@ -31,9 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from core.errors import UserError
 from core.images import ImageError, open_image
+
+if TYPE_CHECKING:
+    from core.config import TrainConfig
 
 JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst"}
@@ -504,3 +511,36 @@ def load_dataset(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------- the split
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Shuffle each class with ``seed`` and hold out ``fraction`` of it (at least one image, never all)."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    train_idx, val_idx = [], []
+    for label in np.unique(labels_arr):
+        idx = rng.permutation(np.flatnonzero(labels_arr == label))
+        n_val = min(max(1, round(len(idx) * fraction)), len(idx) - 1)
+        val_idx += idx[:n_val].tolist()
+        train_idx += idx[n_val:].tolist()
+    return sorted(train_idx), sorted(val_idx)
+
+
+def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
+    """Indices into ``dataset.items`` for training and validation: the dataset's own split when it has one.
+
+    Otherwise ``config.validation_split`` of each class (of train/ when there is only a test/ beside it) is held
+    out, shuffled with ``config.seed``: the same dataset and config always give the same split.
+    """
+    items = dataset.items
+    if dataset.has_split and any(it.split == "val" for it in items):
+        return (
+            [i for i, it in enumerate(items) if it.split == "train"],
+            [i for i, it in enumerate(items) if it.split == "val"],
+        )
+    pool = [i for i, it in enumerate(items) if it.split in ("", "train")]
+    tr, va = stratified_split([items[i].label for i in pool], config.validation_split, config.seed)
+    return [pool[i] for i in tr], [pool[i] for i in va]

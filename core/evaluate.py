@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from core import runs
-from core.dataset import Dataset, load_dataset
+from core.dataset import Dataset, load_dataset, split_dataset
 from core.errors import UserError
 from core.workspace import work_root
 
@@ -256,8 +256,6 @@ def _predict_all(run, paths: list[str]) -> list[tuple[np.ndarray | None, str | N
 
 def _held_out(ds: Dataset, config) -> tuple[list, str]:
     """The given dataset's test split, else the validation images training would hold out with this config."""
-    from core.training import split_dataset
-
     test = [it for it in ds.items if it.split == "test"]
     if test:
         return test, "test"

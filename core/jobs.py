@@ -1,8 +1,12 @@
-"""Process-wide training jobs: a queue, worker threads, and progress that outlives page reruns.
+"""Process-wide jobs: a queue, worker threads, and progress that outlives page reruns.
 
     job = registry().submit(dataset, config, name="ants")
-    registry().get(job.id).snapshot()      # state, progress, metrics so far: safe to call from any thread
+    registry().get(job.id).snapshot()      # a JobSnapshot: state, progress, metrics so far, from any thread
     registry().stop(job.id)                # honoured within one batch; the model so far is saved
+    task = registry().submit_task(LR_FIND, lambda report, stop: lr_find(ds, cfg, progress=report, stop=stop))
+
+Besides training, the learning-rate finder and evaluation run here too (``submit_task``): never in a page's
+script run, where a click elsewhere would kill them, and always within the same slots as training.
 
 Training never runs inside a web page's script run, where a click or a rerun would kill it: each job has a
 worker thread that waits for its turn (at most ``max_running`` at once, first come first served; 2 CPU cores
@@ -16,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +33,61 @@ log = logging.getLogger(__name__)
 MAX_JOBS_ENV = "CLASSIFIER_MAX_JOBS"
 MAX_BATCH_POINTS = 5000  # per-batch losses kept for the chart; older points are thinned
 
+TRAIN, LR_FIND, EVALUATE = "train", "lr_find", "evaluate"  # kinds of job
 QUEUED, READING, FEATURES, TRAINING = "queued", "reading", "features", "training"
+WORKING = "working"  # a task's state while it runs (its stage names what it does)
 COMPLETED, STOPPED, FAILED, CANCELLED = "completed", "stopped", "failed", "cancelled"
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED)
+KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation"}
+
+
+# A task reports progress as report(stage, done, total) and must honour ``stop``; it returns its result.
+Task = Callable[[Callable[[str, int, int], None], threading.Event], Any]
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of a job's public state, for rendering."""
+
+    id: str
+    kind: str
+    state: str
+    dataset: str
+    owner: str
+    elapsed: float
+    done: int
+    total: int
+    stage: str  # what a task is doing now ("features", "testing", "classifying", ...)
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    eta: float | None
+    epoch_logs: list[dict[str, float]]
+    batch_losses: list[dict[str, float]]
+    metrics: dict[str, Any]
+    error: str | None
+    path_reason: str
+    phase2_start: int | None
+    stopping: bool  # a stop was asked for and the job has not finished yet
+    result: Any = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
 
 
 @dataclass
 class Job:
     id: str
-    config: TrainConfig
-    dataset: Dataset
+    config: TrainConfig | None
+    dataset: Dataset | None
     owner: str = ""
+    kind: str = TRAIN
+    task: Task | None = None
+    result: Any = None
+    stage: str = ""
+    _stage_start: float = 0.0
     state: str = QUEUED
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -80,31 +129,43 @@ class Job:
             elif ev.kind == "epoch":
                 self.epoch_logs.append({"epoch": ev.epoch, **ev.logs, **({"phase": ev.phase} if ev.phase else {})})
 
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy of the job's public state for rendering."""
+    def report(self, stage: str, done: int, total: int) -> None:
+        """A task's progress: counts and an ETA from the time this stage has taken so far."""
+        with self.lock:
+            if stage != self.stage:
+                self.stage, self._stage_start = stage, time.monotonic()
+            self.state = WORKING
+            elapsed = time.monotonic() - self._stage_start
+            self.done, self.total = done, total
+            self.eta = elapsed / done * (total - done) if done else None
+
+    def snapshot(self) -> JobSnapshot:
         with self.lock:
             now = self.finished or time.time()
-            return {
-                "id": self.id,
-                "state": self.state,
-                "dataset": self.dataset.report.source,
-                "owner": self.owner,
-                "elapsed": (now - self.started) if self.started else 0.0,
-                "done": self.done,
-                "total": self.total,
-                "epoch": self.epoch,
-                "epochs": self.epochs or self.config.total_epochs,
-                "batch": self.batch,
-                "batches": self.batches,
-                "eta": self.eta,
-                "epoch_logs": list(self.epoch_logs),
-                "batch_losses": list(self.batch_losses),
-                "metrics": dict(self.metrics),
-                "error": self.error,
-                "path_reason": self.path_reason,
-                "phase2_start": self.phase2_start,
-                "stopping": self.stop_event.is_set() and self.state not in FINISHED,
-            }
+            return JobSnapshot(
+                id=self.id,
+                kind=self.kind,
+                state=self.state,
+                dataset=self.dataset.report.source if self.dataset else "",
+                owner=self.owner,
+                elapsed=(now - self.started) if self.started else 0.0,
+                done=self.done,
+                total=self.total,
+                stage=self.stage,
+                epoch=self.epoch,
+                epochs=self.epochs or (self.config.total_epochs if self.config else 0),
+                batch=self.batch,
+                batches=self.batches,
+                eta=self.eta,
+                epoch_logs=list(self.epoch_logs),
+                batch_losses=list(self.batch_losses),
+                metrics=dict(self.metrics),
+                error=self.error,
+                path_reason=self.path_reason,
+                phase2_start=self.phase2_start,
+                stopping=self.stop_event.is_set() and self.state not in FINISHED,
+                result=self.result,
+            )
 
 
 class JobRegistry:
@@ -119,10 +180,19 @@ class JobRegistry:
         """Queue a training run; it starts as soon as a slot is free. Options are checked now, not later."""
         config.validate()
         job = Job(id=runs.new_run_id(name or dataset.report.source), config=config, dataset=dataset, owner=owner)
+        return self._enqueue(job)
+
+    def submit_task(self, kind: str, task: Task, owner: str = "", dataset: Dataset | None = None) -> Job:
+        """Queue other heavy work (the learning-rate finder, an evaluation) in the same slots as training."""
+        job = Job(id=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}", config=None,
+                  dataset=dataset, owner=owner, kind=kind, task=task)  # fmt: skip
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> Job:
         with self._cond:
             self._jobs[job.id] = job
             self._waiting.append(job.id)
-        threading.Thread(target=self._work, args=(job,), name=f"train-{job.id}", daemon=True).start()
+        threading.Thread(target=self._work, args=(job,), name=f"{job.kind}-{job.id}", daemon=True).start()
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -180,17 +250,21 @@ class JobRegistry:
         job.started = time.time()
         state, error, metrics = FAILED, None, {}
         try:
-            from core.training import train  # TensorFlow loads in the worker, never in a page's script run
+            if job.task is not None:
+                job.result = job.task(job.report, job.stop_event)
+                state = COMPLETED
+            else:
+                from core.training import train  # TensorFlow loads in the worker, never in a page's script run
 
-            result = train(job.dataset, job.config, job.run_dir, job.on_event, job.stop_event)
-            state, metrics = result.status, result.metrics
+                result = train(job.dataset, job.config, job.run_dir, job.on_event, job.stop_event)
+                state, metrics = result.status, result.metrics
         except Cancelled:
             state = CANCELLED
         except UserError as exc:
-            error = str(exc)
+            error = getattr(exc, "short", None) or str(exc)  # the page's words where a remedy is the CLI's
         except Exception as exc:  # a bug: keep the server alive, log the traceback, tell the user
-            log.exception("training job %s failed", job.id)
-            error = f"Training failed unexpectedly: {type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job.id)
+            error = f"The {KIND_NAMES[job.kind]} failed unexpectedly: {type(exc).__name__}: {exc}"
         with self._cond:
             self._running -= 1
             job.metrics = metrics
@@ -215,3 +289,30 @@ def registry() -> JobRegistry:
         if _registry is None:
             _registry = JobRegistry()
         return _registry
+
+
+def lr_find_task(dataset: Dataset, config: TrainConfig) -> Task:
+    """The learning-rate range test as a job's task; its result is the ``LRFinding``."""
+
+    def task(report: Callable[[str, int, int], None], stop: threading.Event):
+        from core.lrfind import lr_find  # TensorFlow loads in the worker
+
+        return lr_find(dataset, config, progress=report, stop=stop)
+
+    return task
+
+
+def evaluate_task(run_dir, dataset: Dataset | None, top_k: int) -> Task:
+    """An evaluation as a job's task: it saves evaluation.json in the run folder and returns the ``Evaluation``."""
+
+    def task(report: Callable[[str, int, int], None], stop: threading.Event):
+        from core.evaluate import evaluate_run
+
+        def progress(done: int, total: int) -> None:
+            if stop.is_set():
+                raise Cancelled("Evaluation stopped; nothing was saved.")
+            report("classifying", done, total)
+
+        return evaluate_run(run_dir, dataset, top_k=top_k, progress=progress)
+
+    return task

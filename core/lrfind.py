@@ -27,11 +27,12 @@ import numpy as np
 
 from core.cache import ArrayCache
 from core.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
-from core.dataset import Dataset
+from core.dataset import Dataset, split_dataset
 from core.errors import Cancelled
 from core.features import extract, load_images_cached, plan_training
-from core.model import build_model, compile_model, freeze
-from core.training import phases, split_dataset
+from core.model import build_model, compile_model, freeze, resolve_precision
+from core.speed import record_speed
+from core.training import phases
 
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected (as fastai's lr_find)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its best
@@ -128,7 +129,10 @@ def lr_find(
 
     cache = cache or ArrayCache()
     if plan.cached:
-        x = extract(plan, train_paths, config, cache, stage("features"))
+        stats: dict = {}
+        x = extract(plan, train_paths, config, cache, stage("features"), stats)
+        if speed := stats.get("vgg16_images_per_second"):  # a full pass also times this server for estimates
+            record_speed(config.image_size, resolve_precision(config.precision), speed)
     else:
         x = load_images_cached(train_paths, config.image_size, config.resize, cache, stage("reading"))
     fit_model = plan.tail if plan.cached else model

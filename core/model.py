@@ -7,18 +7,17 @@
 The model is flat (input, preprocessing, VGG16's own layers, head), so "unfreeze the last K layers" counts
 layers exactly as the tutorial counts ``model.layers``, and the frozen prefix can be cut off as a unit.
 It takes uint8 RGB images; the first layer does VGG16's normalisation, so a saved model needs nothing else.
+What can be known without TensorFlow (the layer table, the ImageNet weights' address and cache) is in
+``core.vgg16``; this module builds the real thing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import tempfile
 import threading
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 
@@ -26,8 +25,10 @@ from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 import keras
 from keras import layers, ops
 
+from core import vgg16
 from core.config import TrainConfig
 from core.errors import UserError
+from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask  # noqa: F401  (also importable from here)
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 _policy_lock = threading.Lock()
@@ -93,78 +94,33 @@ def dtype_policy(precision: str):
 # ---------------------------------------------------------------------------------------------- weights
 
 
-def _imagenet_url(include_top: bool) -> str:
-    from keras.src.applications import vgg16
-
-    return vgg16.WEIGHTS_PATH if include_top else vgg16.WEIGHTS_PATH_NO_TOP
-
-
-def imagenet_cache_path(include_top: bool) -> Path:
-    """Where Keras keeps the downloaded ImageNet weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
-    from keras.src.backend.config import keras_home
-
-    # Ask Keras rather than re-reading the environment: Keras fixes its home at import and falls back to
-    # /tmp/.keras when that is not writable, and the cache check must look where get_file will.
-    home = os.path.expanduser(keras_home())
-    if not os.access(home, os.W_OK):
-        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
-    return Path(home) / "models" / Path(urlparse(_imagenet_url(include_top)).path).name
-
-
-def offline_message(include_top: bool) -> str:
-    url = _imagenet_url(include_top)
-    cache = imagenet_cache_path(include_top).parent
-    return (
-        "The ImageNet weights for VGG16 could not be downloaded (no connection to "
-        f"{urlparse(url).hostname}). Either train with random weights (weights 'none'), or download {url} "
-        f"on another machine and give its path as the weights file (or put it in {cache})."
-    )
-
-
-def _check_reachable(include_top: bool, timeout: float = 10.0) -> None:
-    url = urlparse(_imagenet_url(include_top))
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-    except OSError:
-        raise UserError(offline_message(include_top)) from None
-
-
-def imagenet_problem(head: str) -> str | None:
-    """None when the ImageNet weights for ``head`` are cached or can be downloaded; else what to do instead."""
-    include_top = head == "vgg-fc"
-    if imagenet_cache_path(include_top).exists():
-        return None
-    try:
-        _check_reachable(include_top)
-    except UserError as exc:
-        return str(exc)
-    return None
-
-
 def _vgg16(include_top: bool, weights, size: int) -> keras.Model:
     from keras.applications import VGG16
 
     return VGG16(include_top=include_top, weights=weights, input_shape=(size, size, 3))
 
 
-# Keras' own checksums for the two VGG16 ImageNet files (keras/src/applications/vgg16.py).
-_IMAGENET_MD5 = {True: "64373286793e3c8b2b4e3219cbf3544b", False: "6d6bbae143d832006294945121d1f1fc"}
-
-
 def fetch_imagenet(include_top: bool) -> str:
-    """Path of the ImageNet weights file in Keras' cache, downloading it once (checked, never hanging)."""
-    if not imagenet_cache_path(include_top).exists():
-        _check_reachable(include_top)
-    url = _imagenet_url(include_top)
+    """Path of the ImageNet weights file in Keras' cache, downloading it once (checked, never hanging).
+
+    Raises:
+        OfflineWeights: not cached, and the download server cannot be reached.
+    """
+    vgg16.check_imagenet(include_top)
+    url, path = vgg16.imagenet_url(include_top), vgg16.imagenet_cache_path(include_top)
+    # Keras fixes its home when it is imported; naming the folder makes get_file use the one core.vgg16 checked.
+    home = vgg16.weights_home()
+    with contextlib.suppress(OSError):
+        home.mkdir(parents=True, exist_ok=True)  # as Keras' import does: get_file would use /tmp for a missing one
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)  # a stalled download fails instead of hanging the run forever
     try:
         return keras.utils.get_file(
-            Path(urlparse(url).path).name, url, cache_subdir="models", file_hash=_IMAGENET_MD5[include_top]
+            path.name, url, cache_subdir="models", cache_dir=str(home), file_hash=vgg16.IMAGENET_MD5[include_top]
         )
     except Exception as exc:
         if "URL fetch failure" in str(exc) or isinstance(exc, OSError):
-            raise UserError(offline_message(include_top)) from None
+            raise vgg16.offline_error(include_top) from None
         raise
     finally:
         socket.setdefaulttimeout(previous)
@@ -208,7 +164,7 @@ def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
 
 
 def backbone(config: TrainConfig) -> keras.Model:
-    include_top = config.head == "vgg-fc"
+    include_top = vgg16.needs_top(config.head)
     if config.weights == "imagenet":
         return _vgg16(include_top, fetch_imagenet(include_top), config.image_size)
     if config.weights in ("none", "", None):
@@ -223,14 +179,15 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     """VGG16 with a new head for ``num_classes``, frozen as ``config.unfreeze`` says (not compiled).
 
     Raises:
-        UserError: options out of range, a weights file that does not fit, or ImageNet weights unreachable.
+        UserError: options out of range, or a weights file that does not fit.
+        core.vgg16.OfflineWeights (a UserError): the ImageNet weights are not cached and cannot be downloaded.
     """
     config.validate()
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2. Received: num_classes={num_classes}")
     precision = resolve_precision(config.precision)
     if config.weights == "imagenet":
-        fetch_imagenet(config.head == "vgg-fc")  # download before taking the lock other sessions' builds wait on
+        fetch_imagenet(vgg16.needs_top(config.head))  # download before taking the lock other sessions' builds wait on
     with dtype_policy(precision):
         base = backbone(config)
         inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")
@@ -254,12 +211,6 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
         model = keras.Model(inputs, outputs, name=f"vgg16_{config.head.replace('-', '_')}")
     freeze(model, config.unfreeze)
     return model
-
-
-def unfrozen_mask(n_layers: int, unfreeze: int) -> list[bool]:
-    """Which of ``n_layers`` layers train when the last ``unfreeze`` are unfrozen (the tutorial's count)."""
-    cut = max(n_layers - unfreeze, 0)
-    return [i >= cut for i in range(n_layers)]
 
 
 def freeze(model: keras.Model, unfreeze: int) -> None:
@@ -320,9 +271,3 @@ def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
         jit_compile=False,  # XLA compilation costs more than it saves on a CPU for these few steps
     )
     return model
-
-
-def layer_table(head: str, image_size: int, num_classes: int) -> list[dict]:
-    """The layer rows of a model with this head and size (random weights: only the structure matters here)."""
-    config = TrainConfig(weights="none", head=head, image_size=image_size, unfreeze=10**6, precision="float32")
-    return describe_layers(build_model(config, num_classes))

@@ -5,11 +5,17 @@
         print(p.name, p.top if p.ok else p.error)
 
 Images go through ``core.images.load_image`` with the run's own size and resize strategy, exactly as in training.
+
+Loaded runs are kept in this process's one cache, most recently used last: at most ``MAX_LOADED`` of them, and
+at most ``CLASSIFIER_MODEL_CACHE_MB`` megabytes of weights (default 2048; a vgg-fc model alone holds ~540 MB).
+The least recently used go first; the run just loaded always stays. ``forget(path)`` drops a deleted run.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +36,8 @@ from core.images import ImageError, Source, load_image
 
 BATCH = 32
 MAX_LOADED = 4
+CACHE_MB_ENV = "CLASSIFIER_MODEL_CACHE_MB"
+DEFAULT_CACHE_MB = 2048
 _cache: OrderedDict[tuple[str, float], Run] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -41,6 +49,7 @@ class Run:
     classes: list[str]
     config: TrainConfig
     info: dict
+    nbytes: int = 0  # memory held by the model's weights
     _infer: object = field(default=None, repr=False)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -64,10 +73,31 @@ class Prediction:
         return self.error is None
 
 
+def weights_bytes(model: keras.Model) -> int:
+    """Memory held by a model's weights, from their shapes and dtypes (nothing is copied)."""
+    total = 0
+    for w in model.weights:
+        bits = re.search(r"\d+", str(w.dtype))  # float32, bfloat16, int64...; bool takes a byte
+        total += math.prod(w.shape) * (int(bits.group()) // 8 if bits else 1)
+    return total
+
+
+def cache_limit_bytes() -> int:
+    """The weights memory the loaded-model cache may hold: ``$CLASSIFIER_MODEL_CACHE_MB`` megabytes."""
+    text = os.environ.get(CACHE_MB_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MB * 1024**2
+    try:
+        return int(float(text) * 1024**2)
+    except ValueError:
+        raise UserError(f"{CACHE_MB_ENV} must be a number of megabytes; got {text!r}.") from None
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """Load a saved run: one load per run per process; a re-saved model is loaded again, old ones are dropped."""
     path = runs.check_run(path).resolve()
     key = (str(path), (path / "model.keras").stat().st_mtime)
+    limit = cache_limit_bytes()
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -84,10 +114,28 @@ def load_run(path: str | os.PathLike) -> Run:
             classes=list(runs.read_json(path / "classes.json")),
             config=TrainConfig.from_dict(runs.read_json(path / "config.json")),
             info=runs.read_json(path / runs.MARKER),
+            nbytes=weights_bytes(model),
         )
-        while len(_cache) > MAX_LOADED:  # a vgg-fc model holds ~540 MB
+        # Dropping the cache's reference frees a model once no page or job still holds its Run.
+        while len(_cache) > 1 and (len(_cache) > MAX_LOADED or sum(r.nbytes for r in _cache.values()) > limit):
             _cache.popitem(last=False)
         return _cache[key]
+
+
+def forget(path: str | os.PathLike) -> bool:
+    """Drop a run from the cache (e.g. it was deleted); True if it was loaded. The folder need not exist any more."""
+    target = str(Path(path).resolve())
+    with _cache_lock:
+        keys = [k for k in _cache if k[0] == target]
+        for k in keys:
+            del _cache[k]
+    return bool(keys)
+
+
+def loaded_runs() -> list[Path]:
+    """The folders of the runs in the cache, least recently used first."""
+    with _cache_lock:
+        return [run.path for run in _cache.values()]
 
 
 def predict(run: Run, sources: list[Source], top_k: int = 3, names: list[str] | None = None) -> list[Prediction]:

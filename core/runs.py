@@ -22,10 +22,13 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.config import TrainConfig
 from core.errors import UserError
 
 RUN_FORMAT = "vgg16-classifier-run"
@@ -104,12 +107,108 @@ def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
 
 
 def delete_run(path: str | os.PathLike) -> None:
-    """Delete a saved run folder (only one that carries the marker)."""
+    """Delete a saved run folder (only one that carries the marker), and drop its model if one is loaded."""
     path = Path(path)
     # The marker is enough: a listed run that lost classes.json (or any other file) must stay deletable.
     if not (path.is_dir() and is_run(path)):
         raise UserError(f"{path} is not a run saved by this app (no {MARKER}); only saved runs can be deleted.")
     shutil.rmtree(path)
+    if (predict := sys.modules.get("core.predict")) is not None:  # loaded models only: never load TensorFlow here
+        predict.forget(path)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A saved run as the pages show it: read from its files once, never by file name in a page."""
+
+    id: str
+    path: Path
+    status: str  # completed or stopped
+    started: str  # ISO date and time
+    finished: str
+    dataset: str
+    classes: list[str]
+    config: TrainConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.metrics.get("val_accuracy")
+
+    @property
+    def epochs_completed(self) -> int:
+        return int(self.metrics.get("epochs_completed") or 0)
+
+    @property
+    def phase2_start(self) -> int | None:
+        return self.metrics.get("phase2_start_epoch")
+
+    def history(self) -> list[dict[str, float]]:
+        """Per-epoch metrics, epochs counted from 1."""
+        return [{**r, "epoch": int(r["epoch"]) + 1} for r in history(self.path) if "epoch" in r]
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the runs table."""
+        return {
+            "id": self.id,
+            "finished": self.finished,
+            "status": self.status,
+            "dataset": self.dataset,
+            "classes": len(self.classes),
+            "val_accuracy": self.val_accuracy,
+            "epochs": self.epochs_completed,
+            "head": self.config.head,
+            "weights": self.config.weights if self.config.weights in ("imagenet", "none") else "file",
+            "image_size": self.config.image_size,
+            "optimizer": self.config.optimizer,
+        }
+
+
+def _optional_json(path: Path, default: Any) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return default
+
+
+def read_run(path: str | os.PathLike) -> RunInfo:
+    """The run in ``path`` (a complete saved run, or ``UserError``)."""
+    path = check_run(path)
+    marker = read_json(path / MARKER)
+    classes = _optional_json(path / "classes.json", [])
+    return RunInfo(
+        id=path.name,
+        path=path,
+        status=marker.get("status", "completed"),
+        started=marker.get("started", ""),
+        finished=marker.get("finished", ""),
+        dataset=marker.get("dataset", ""),
+        classes=list(classes) if isinstance(classes, list) else [],
+        config=TrainConfig.from_dict(_optional_json(path / "config.json", {})),
+        metrics=_optional_json(path / "metrics.json", {}) or {},
+    )
+
+
+def run_infos(parent: Path | None = None) -> list[RunInfo]:
+    """Every complete saved run, newest first (a run whose files cannot be read is left out)."""
+    found = []
+    for summary in list_runs(parent):
+        try:
+            found.append(read_run(summary["path"]))
+        except (UserError, OSError, ValueError, TypeError):
+            continue
+    return found
+
+
+def find_run(run_id: str, parent: Path | None = None) -> RunInfo | None:
+    """The saved run called ``run_id``, or None (an id is a folder name: nothing outside the runs folder)."""
+    if not run_id or not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id) or run_id in (".", ".."):
+        return None
+    path = (parent or runs_dir()) / run_id
+    try:
+        return read_run(path) if path.is_dir() and (path / "model.keras").is_file() else None
+    except (UserError, OSError, ValueError, TypeError):
+        return None
 
 
 def history(path: str | os.PathLike) -> list[dict[str, float]]:

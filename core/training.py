@@ -8,7 +8,9 @@ once, or comes from the disk cache, and only the trainable tail is fitted (``cor
 whole model trains end to end on decoded images. ``train`` makes no UI call and can run in a worker thread.
 It reports to ``listener(Event)``: which path it takes and why, preparation progress, every batch and every
 epoch, with counts, elapsed time and an ETA. Setting ``stop`` ends the run within one batch; the model trained
-so far is saved and the run is marked ``stopped`` (a stop before the first batch saves nothing).
+so far is saved and the run is marked ``stopped`` (a stop before the first batch saves nothing). Only whole epochs
+are recorded (events, history.csv, ``Result.history``, the train_* metrics); the validation scores in the metrics
+are always the saved model's, on the whole validation split.
 """
 
 from __future__ import annotations
@@ -26,17 +28,16 @@ from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 
 # isort: split
 import keras
-import numpy as np
 
 from core import runs
 from core.augment import training_data
 from core.cache import ArrayCache
 from core.config import HEAD_LAYERS, TrainConfig
-from core.dataset import Dataset
+from core.dataset import Dataset, split_dataset
 from core.errors import Cancelled
 from core.features import extract, load_images_cached, plan_training
 from core.model import build_model, compile_model, freeze, param_counts, resolve_precision
-from core.speed import estimate, known_speed
+from core.speed import estimate, known_speed, record_speed
 
 
 @dataclass
@@ -73,41 +74,23 @@ class Result:
     history: list[dict[str, float]]
 
 
-def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Shuffle each class with ``seed`` and hold out ``fraction`` of it (at least one image, never all)."""
-    rng = np.random.default_rng(seed)
-    labels_arr = np.asarray(labels)
-    train_idx, val_idx = [], []
-    for label in np.unique(labels_arr):
-        idx = rng.permutation(np.flatnonzero(labels_arr == label))
-        n_val = min(max(1, round(len(idx) * fraction)), len(idx) - 1)
-        val_idx += idx[:n_val].tolist()
-        train_idx += idx[n_val:].tolist()
-    return sorted(train_idx), sorted(val_idx)
-
-
-def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
-    """Indices into ``dataset.items`` for training and validation: the dataset's own split when it has one."""
-    items = dataset.items
-    if dataset.has_split and any(it.split == "val" for it in items):
-        return (
-            [i for i, it in enumerate(items) if it.split == "train"],
-            [i for i, it in enumerate(items) if it.split == "val"],
-        )
-    pool = [i for i, it in enumerate(items) if it.split in ("", "train")]
-    tr, va = stratified_split([items[i].label for i in pool], config.validation_split, config.seed)
-    return [pool[i] for i in tr], [pool[i] for i in va]
-
-
 class ReportingCallback(keras.callbacks.Callback):
-    """Calls ``on_batch``/``on_epoch`` with an Event and asks ``should_stop`` after every batch."""
+    """Reports every batch and every whole epoch as an Event, and asks ``should_stop`` after every batch.
+
+    A stop ends training after the current batch and skips the rest of that epoch's validation. Such an epoch is
+    not whole: its loss covers part of the images and its validation part of the split, so it is not counted,
+    reported, or kept in ``rows`` (nor, through ``WholeEpochs``, logged or used for early stopping).
+    """
 
     def __init__(self, epochs: int, on_event: Listener | None, should_stop: Callable[[], bool]):
         super().__init__()
         self.epochs, self.on_event, self.should_stop = epochs, on_event, should_stop
         self.epoch = 0
         self.batches = 0
-        self.completed = 0  # whole epochs over every phase: a stop mid-epoch does not count its partial one
+        self.completed = 0  # whole epochs over every phase
+        self.rows: list[dict[str, float]] = []  # the logs of each whole epoch, with "phase" in a two-phase run
+        self.whole = True  # the current epoch has not been cut short by a stop
+        self.fitting = False
         self.phase = 0
         self.start: float | None = None
 
@@ -115,9 +98,14 @@ class ReportingCallback(keras.callbacks.Callback):
         if self.start is None:  # a second phase continues the first one's clock
             self.start = time.monotonic()
         self.batches = self.params.get("steps") or 1
+        self.fitting = True
+
+    def on_train_end(self, logs=None):
+        self.fitting = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.whole = True
 
     def _event(self, kind: str, batch: int, logs) -> Event:
         done = self.epoch * self.batches + batch
@@ -143,17 +131,43 @@ class ReportingCallback(keras.callbacks.Callback):
             self.on_event(self._event("batch", batch + 1, logs))
         if self.should_stop():
             self.model.stop_training = True
+            if batch + 1 < self.batches or not self.params.get("steps"):  # batches left, or none can tell
+                self.whole = False
 
     def on_test_batch_end(self, batch, logs=None):
-        if self.should_stop():
-            self.model.stop_evaluating = True  # a stop skips the rest of this epoch's validation too
+        # Only the validation inside fit is cut short: the score of the saved model must cover the whole split.
+        if self.fitting and self.should_stop():
+            self.model.stop_evaluating = True
+            self.whole = False
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.should_stop():
+        if not self.whole:
             return
         self.completed += 1
+        row = {k: float(v) for k, v in (logs or {}).items()}
+        self.rows.append({**row, "phase": self.phase} if self.phase else row)
         if self.on_event:
             self.on_event(self._event("epoch", self.batches, logs))
+        if self.should_stop():
+            self.model.stop_training = True  # a stop during the epoch's end starts no epoch that would be thrown away
+
+
+class WholeEpochs:
+    """Mixin for a Keras callback placed after ``reporter``: an epoch a stop cut short never reaches it."""
+
+    reporter: ReportingCallback
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.reporter.whole:
+            super().on_epoch_end(epoch, logs)
+
+
+class WholeEpochCSVLogger(WholeEpochs, keras.callbacks.CSVLogger):
+    pass
+
+
+class WholeEpochEarlyStopping(WholeEpochs, keras.callbacks.EarlyStopping):
+    pass
 
 
 def _stage_reporter(
@@ -231,7 +245,6 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
 
     model = build_model(config, num_classes)
     reporter = ReportingCallback(config.total_epochs, listener, stop.is_set)
-    rows: list[dict[str, float]] = []
     done_phases: list[dict[str, Any]] = []
     images = None  # decoded once, for every end-to-end phase
     stats: dict = {}
@@ -259,38 +272,41 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
             if plan.cached:
                 progress = _stage_reporter("features", listener, stop, 0, n)
                 x_all = extract(plan, paths_all, config, cache, progress, stats)
+                if speed := stats.get("vgg16_images_per_second"):
+                    record_speed(config.image_size, resolve_precision(config.precision), speed)
             elif images is None:
                 progress = _stage_reporter("reading", listener, stop, 0, n)
                 x_all = images = load_images_cached(paths_all, config.image_size, config.resize, cache, progress)
             else:
                 x_all = images
         except Cancelled:
-            if not rows:
+            if not done_phases:
                 raise
             break  # stopped while preparing phase 2: phase 1's model is saved
         fit_model = plan.tail if plan.cached else model
         x_train, x_val = x_all[: len(train_paths)], x_all[len(train_paths) :]
         prepare_s += time.monotonic() - t0
         if stop.is_set():
-            if not rows:
+            if not done_phases:
                 raise Cancelled("Stopped before training started; nothing was saved.")
             break
 
         compile_model(fit_model, dataclasses.replace(config, learning_rate=phase.learning_rate))
         reporter.phase = phase.number
+        # The reporter goes first: the callbacks after it learn from it whether the epoch ending is a whole one.
         callbacks: list[keras.callbacks.Callback] = [
             reporter,
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(rows)),
+            WholeEpochCSVLogger(str(run_dir / "history.csv"), append=bool(done_phases)),
         ]
         if config.early_stopping:
             callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
-                )
+                WholeEpochEarlyStopping(monitor="val_loss", patience=config.early_stopping, restore_best_weights=True)
             )
+        for callback in callbacks[1:]:
+            callback.reporter = reporter
         train_data = training_data(x_train, y_train, config) if config.augmented else x_train
         t0 = time.monotonic()
-        history = fit_model.fit(
+        fit_model.fit(
             train_data,
             y_train if not config.augmented else None,
             batch_size=None if config.augmented else config.batch_size,
@@ -302,9 +318,6 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
             callbacks=callbacks,
         )
         fit_s += time.monotonic() - t0
-        h = history.history
-        new_rows = [{k: float(v[i]) for k, v in h.items()} for i in range(len(h.get("loss", [])))]
-        rows += [{**r, **({"phase": phase.number} if phase.number else {})} for r in new_rows]
         done_phases.append(
             {
                 "phase": phase.number,
@@ -320,6 +333,9 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
     if not done_phases:
         raise Cancelled("Stopped before training started; nothing was saved.")
     status = "stopped" if stop.is_set() else "completed"
+    rows = reporter.rows
+    # The model as saved, on the whole validation split: after a stop, the last epoch's own validation (if any)
+    # was cut short, and its weights may be a partial epoch past it. No callback here, so no stop applies.
     val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0)
     metrics = {
         "val_loss": float(val_loss),

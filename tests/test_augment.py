@@ -101,7 +101,8 @@ def colours(tmp_path):
 
 def test_augmented_training_never_changes_the_validation_images(colours, monkeypatch, tmp_path):
     """fit receives the validation images exactly as decoded, and the training images through the augmenter."""
-    from core.training import split_dataset, train
+    from core.dataset import split_dataset
+    from core.training import train
 
     seen = {}
     original_fit = keras.Model.fit

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 from conftest import COLORS, class_entries, jpeg_bytes, make_zip
 from PIL import Image
 
-from core.dataset import Limits, load_dataset, scan_folder
+from core.config import TrainConfig
+from core.dataset import Limits, load_dataset, scan_folder, split_dataset, stratified_split
 from core.errors import UserError
 
 
@@ -685,3 +687,57 @@ def test_default_work_dir_is_the_temp_folder(colour_zip, tmp_path, monkeypatch):
     ds = load_dataset(colour_zip)
     assert ds.root.parent == temp.resolve()
     assert os.path.isdir(ds.root)
+
+
+# ---------------------------------------------------------------------------------------------- the split
+
+
+def test_stratified_split_keeps_every_class_in_both_parts():
+    labels = [0] * 10 + [1] * 3 + [2] * 2 + [3] * 50 + [4] * 1
+    train_idx, val_idx = stratified_split(labels, 0.1, seed=0)
+    assert sorted(train_idx + val_idx) == list(range(len(labels)))
+    assert not set(train_idx) & set(val_idx)
+    assert train_idx == sorted(train_idx) and val_idx == sorted(val_idx)
+    val_counts = Counter(labels[i] for i in val_idx)
+    train_counts = Counter(labels[i] for i in train_idx)
+    assert val_counts == {0: 1, 1: 1, 2: 1, 3: 5}  # 10% rounded, at least one, never the whole class
+    assert train_counts == {0: 9, 1: 2, 2: 1, 3: 45, 4: 1}  # a single image can only train
+
+
+def test_stratified_split_respects_the_fraction():
+    labels = [0] * 100 + [1] * 40
+    _, val_idx = stratified_split(labels, 0.25, seed=3)
+    counts = Counter(labels[i] for i in val_idx)
+    assert counts == {0: 25, 1: 10}
+
+
+def test_stratified_split_is_deterministic_per_seed():
+    labels = [i % 3 for i in range(60)]
+    assert stratified_split(labels, 0.2, seed=5) == stratified_split(labels, 0.2, seed=5)
+    assert stratified_split(labels, 0.2, seed=5)[1] != stratified_split(labels, 0.2, seed=6)[1]
+
+
+def test_split_dataset_without_own_split_is_stratified(tmp_path, work):
+    ds = load_dataset(make_zip(tmp_path / "c.zip", class_entries(per_class=8)), work)
+    train_idx, val_idx = split_dataset(ds, TrainConfig(validation_split=0.25))
+    assert sorted(train_idx + val_idx) == list(range(len(ds.items)))
+    assert Counter(ds.items[i].label for i in val_idx) == {0: 2, 1: 2}
+    assert split_dataset(ds, TrainConfig(validation_split=0.25)) == (train_idx, val_idx)
+    assert split_dataset(ds, TrainConfig(validation_split=0.25, seed=1)) != (train_idx, val_idx)
+
+
+def test_split_dataset_uses_the_datasets_own_val_folder(tmp_path, work):
+    entries = split_entries("data/", splits=(("train", 5), ("valid", 3), ("test", 2)))
+    ds = load_dataset(make_zip(tmp_path / "s.zip", entries), work)
+    train_idx, val_idx = split_dataset(ds, TrainConfig(validation_split=0.5))
+    assert {ds.items[i].split for i in train_idx} == {"train"}
+    assert {ds.items[i].split for i in val_idx} == {"val"}
+    assert len(train_idx) == 10 and len(val_idx) == 6  # test images are never trained on or validated with
+
+
+def test_split_dataset_with_train_and_test_only_splits_train(tmp_path, work):
+    ds = load_dataset(make_zip(tmp_path / "s.zip", split_entries(splits=(("train", 5), ("test", 2)))), work)
+    train_idx, val_idx = split_dataset(ds, TrainConfig(validation_split=0.2))
+    assert {ds.items[i].split for i in train_idx + val_idx} == {"train"}
+    assert Counter(ds.items[i].label for i in val_idx) == {0: 1, 1: 1}
+    assert len(train_idx) == 8

@@ -18,11 +18,11 @@ import pytest
 from conftest import COLORS, class_entries, jpeg_bytes, make_zip, run_cli, tiny_config
 
 from core import runs
-from core.dataset import load_dataset
+from core.dataset import load_dataset, split_dataset
 from core.errors import UserError
 from core.evaluate import FILE, Evaluation, compute_metrics, evaluate_run, load_evaluation
 from core.predict import load_run, predict
-from core.training import split_dataset, train
+from core.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -119,6 +119,8 @@ def test_second_extraction_is_a_cache_hit_and_settings_change_the_key(images, tm
     b = extract(plan, paths, cfg(), cache, stats=second)
     assert first["misses"] == len(paths) and first["hits"] == 0
     assert second["hits"] == len(paths) and second["misses"] == 0
+    # 24 images through all of VGG16's convolutions time this server; a pass of cache hits measures nothing.
+    assert first["vgg16_images_per_second"] > 0 and second["vgg16_images_per_second"] is None
     np.testing.assert_array_equal(a, b)
     extract(plan, paths, cfg(resize="pad"), cache, stats=other)
     assert other["misses"] == len(paths)  # another resize is another entry
@@ -164,3 +166,17 @@ def test_concurrent_writers_leave_a_complete_entry(tmp_path):
         t.join()
     np.testing.assert_array_equal(cache.get("ns", "same0000"), arr)
     assert not list((tmp_path / "c").rglob("*.tmp"))
+
+
+def test_extract_reports_its_speed_and_leaves_recording_it_to_the_caller(images, tmp_path):
+    from core.speed import known_speed
+
+    paths, _ = images
+    stats, early = {}, {}
+    extract(plan_training(build_model(cfg(head="gap", unfreeze=3), 2)), paths, cfg(), ArrayCache(tmp_path), None, stats)
+    assert stats["vgg16_images_per_second"] == pytest.approx(stats["misses"] / stats["feature_seconds"])
+    assert known_speed(SIZE, "float32") is None  # core.features does not write core.speed's file
+    # A prefix that stops before block5 does not measure the whole of VGG16.
+    partial = plan_training(build_model(cfg(head="gap", unfreeze=7), 2))
+    extract(partial, paths, cfg(), ArrayCache(tmp_path / "other"), None, early)
+    assert early["misses"] == len(paths) and early["vgg16_images_per_second"] is None

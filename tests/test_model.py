@@ -290,41 +290,34 @@ def test_weights_file_of_another_model_is_a_user_error(tmp_path):
 # ---------------------------------------------------------------------------------------------- ImageNet offline
 
 
-def test_imagenet_unreachable_is_a_user_error_naming_the_alternatives(monkeypatch, isolated_dirs):
-    from keras.src.applications import vgg16
-    from keras.src.backend import config as keras_config
-
-    import core.model
+def test_imagenet_unreachable_is_an_offline_error_naming_the_alternatives(monkeypatch, isolated_dirs):
+    from core import vgg16
 
     empty_home = isolated_dirs / "keras"
-    empty_home.mkdir(exist_ok=True)
-    # Keras reads $KERAS_HOME once at import; point its cache at the test's empty folder too.
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(empty_home))
     url = "http://127.0.0.1:9/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    monkeypatch.setattr(vgg16, "WEIGHTS_PATH_NO_TOP", url)
-    assert not core.model.imagenet_cache_path(False).exists()
-    with pytest.raises(UserError) as info:
+    monkeypatch.setitem(vgg16.IMAGENET_URLS, False, url)
+    assert not vgg16.imagenet_cache_path(False).exists()
+    with pytest.raises(vgg16.OfflineWeights) as info:
         build_model(config(weights="imagenet"), 2)
-    message = str(info.value)
-    assert "'none'" in message and "random weights" in message
-    assert "weights file" in message
-    assert url in message and "127.0.0.1" in message
+    exc = info.value
+    assert isinstance(exc, UserError) and exc.url == url
+    assert exc.cache_dir == empty_home / "models"
+    assert "127.0.0.1" in exc.short and url not in exc.short and "--weights" not in exc.short
+    message = str(exc)  # what the command line prints: its own flags as the remedy
+    assert "--weights none" in message and "--weights FILE.h5" in message
+    assert url in message and str(empty_home / "models") in message
     assert not list(empty_home.rglob("*.h5"))
 
 
-def test_imagenet_cache_path_is_where_keras_downloads_to(monkeypatch, tmp_path):
-    from keras.src.backend import config as keras_config
-
+def test_failed_download_is_an_offline_error(monkeypatch):
+    """The server answers the connection check but the download itself fails: same error, no traceback."""
     import core.model
+    from core import vgg16
 
-    keras_dir, other = tmp_path / "keras_dir", tmp_path / "elsewhere"
-    keras_dir.mkdir()
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(keras_dir))
-    monkeypatch.setenv("KERAS_HOME", str(other))  # set after Keras' import: Keras no longer reads it
-    path = core.model.imagenet_cache_path(False)
-    assert path == keras_dir / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    assert core.model.imagenet_cache_path(True).name == "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-    assert str(keras_dir / "models") in core.model.offline_message(False)
+    monkeypatch.setattr(vgg16, "reachable", lambda *a, **k: True)
+    monkeypatch.setitem(vgg16.IMAGENET_URLS, True, "http://127.0.0.1:9/vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    with pytest.raises(vgg16.OfflineWeights):
+        core.model.fetch_imagenet(True)
 
 
 def test_bfloat16_and_float32_agree_on_the_top_class(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import OrderedDict
 
 import keras
@@ -20,7 +21,7 @@ from core.config import TrainConfig
 from core.dataset import load_dataset
 from core.errors import UserError
 from core.images import load_image
-from core.predict import BATCH, load_run, predict
+from core.predict import BATCH, forget, load_run, loaded_runs, predict
 from core.training import train
 
 
@@ -106,6 +107,58 @@ def test_safe_mode_refuses_a_model_that_would_run_code(tmp_path):
     with pytest.raises(UserError) as info:
         load_run(tmp_path / "evil")
     assert "cannot be loaded" in str(info.value) and "safe_mode" in str(info.value)
+
+
+def dense_run(folder, units: int):
+    """A run whose model is one Dense(4 -> units) layer: 5 * units float32 weights, 20 * units bytes."""
+    inputs = keras.Input((4,))
+    fake_run(folder, keras.Model(inputs, keras.layers.Dense(units)(inputs)))
+    return folder.resolve()
+
+
+@pytest.fixture
+def empty_cache(monkeypatch):
+    monkeypatch.setattr(core.predict, "_cache", OrderedDict())
+
+
+def test_the_cache_keeps_its_weights_within_the_memory_limit(tmp_path, monkeypatch, empty_cache):
+    monkeypatch.setenv("CLASSIFIER_MODEL_CACHE_MB", "0.25")  # 262,144 bytes: two of the 100 KB models fit
+    a, b, c = (dense_run(tmp_path / name, 5000) for name in "abc")
+    assert load_run(a).nbytes == 100_000
+    load_run(b)
+    assert loaded_runs() == [a, b]
+    load_run(a)  # used again: now b is the least recently used
+    load_run(c)
+    assert loaded_runs() == [a, c]
+    big = dense_run(tmp_path / "big", 20_000)  # 400 KB, over the limit alone: it stays, the others go
+    run = load_run(big)
+    assert loaded_runs() == [big] and load_run(big) is run
+
+
+def test_the_cache_holds_at_most_max_loaded_runs(tmp_path, monkeypatch, empty_cache):
+    monkeypatch.setattr(core.predict, "MAX_LOADED", 2)
+    paths = [dense_run(tmp_path / name, 10) for name in "abc"]
+    for path in paths:
+        load_run(path)
+    assert loaded_runs() == paths[1:]
+
+
+def test_a_bad_memory_limit_is_a_user_error(tmp_path, monkeypatch, empty_cache):
+    monkeypatch.setenv("CLASSIFIER_MODEL_CACHE_MB", "lots")
+    with pytest.raises(UserError, match="CLASSIFIER_MODEL_CACHE_MB"):
+        load_run(dense_run(tmp_path / "a", 10))
+
+
+def test_forget_drops_a_run_even_once_its_folder_is_gone(tmp_path, empty_cache):
+    a, b = dense_run(tmp_path / "a", 10), dense_run(tmp_path / "b", 10)
+    first = load_run(a)
+    load_run(b)
+    assert forget(tmp_path / "a") is True
+    assert loaded_runs() == [b]
+    assert forget(a) is False
+    assert load_run(a) is not first  # loaded again from the disk
+    shutil.rmtree(b)
+    assert forget(b) is True and loaded_runs() == [a]
 
 
 # ---------------------------------------------------------------------------------------------- predicting

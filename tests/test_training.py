@@ -6,10 +6,10 @@ Every training is VGG16 with random weights at 32 px on a few tiny images, head-
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import threading
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,7 +19,9 @@ from core import runs
 from core.config import TrainConfig
 from core.dataset import load_dataset
 from core.errors import Cancelled, UserError
-from core.training import Event, split_dataset, stratified_split, train
+from core.predict import load_run, predict
+from core.speed import known_speed
+from core.training import Event, train
 
 FAST = {
     "weights": "none",
@@ -78,57 +80,6 @@ def split_run(tmp_path_factory):
     recorder = Recorder()
     result = train(ds, config, base / "run", listener=recorder)
     return ds, config, recorder, result
-
-
-# ---------------------------------------------------------------------------------------------- the split
-
-
-def test_stratified_split_keeps_every_class_in_both_parts():
-    labels = [0] * 10 + [1] * 3 + [2] * 2 + [3] * 50 + [4] * 1
-    train_idx, val_idx = stratified_split(labels, 0.1, seed=0)
-    assert sorted(train_idx + val_idx) == list(range(len(labels)))
-    assert not set(train_idx) & set(val_idx)
-    assert train_idx == sorted(train_idx) and val_idx == sorted(val_idx)
-    val_counts = Counter(labels[i] for i in val_idx)
-    train_counts = Counter(labels[i] for i in train_idx)
-    assert val_counts == {0: 1, 1: 1, 2: 1, 3: 5}  # 10% rounded, at least one, never the whole class
-    assert train_counts == {0: 9, 1: 2, 2: 1, 3: 45, 4: 1}  # a single image can only train
-
-
-def test_stratified_split_respects_the_fraction():
-    labels = [0] * 100 + [1] * 40
-    _, val_idx = stratified_split(labels, 0.25, seed=3)
-    counts = Counter(labels[i] for i in val_idx)
-    assert counts == {0: 25, 1: 10}
-
-
-def test_stratified_split_is_deterministic_per_seed():
-    labels = [i % 3 for i in range(60)]
-    assert stratified_split(labels, 0.2, seed=5) == stratified_split(labels, 0.2, seed=5)
-    assert stratified_split(labels, 0.2, seed=5)[1] != stratified_split(labels, 0.2, seed=6)[1]
-
-
-def test_split_dataset_without_own_split_is_stratified(colour_dataset):
-    train_idx, val_idx = split_dataset(colour_dataset, fast(validation_split=0.25))
-    assert sorted(train_idx + val_idx) == list(range(len(colour_dataset.items)))
-    labels = [colour_dataset.items[i].label for i in val_idx]
-    assert Counter(labels) == {0: 2, 1: 2}
-
-
-def test_split_dataset_uses_the_datasets_own_val_folder(tmp_path):
-    ds = load_dataset(make_zip(tmp_path / "s.zip", split_entries(test_per_class=2, val_name="valid")), tmp_path / "w")
-    train_idx, val_idx = split_dataset(ds, fast(validation_split=0.5))
-    assert {ds.items[i].split for i in train_idx} == {"train"}
-    assert {ds.items[i].split for i in val_idx} == {"val"}
-    assert len(train_idx) == 10 and len(val_idx) == 6  # test images are never trained on or validated with
-
-
-def test_split_dataset_with_train_and_test_only_splits_train(tmp_path):
-    ds = load_dataset(make_zip(tmp_path / "s.zip", split_entries(val_per_class=0, test_per_class=2)), tmp_path / "w")
-    train_idx, val_idx = split_dataset(ds, fast(validation_split=0.2))
-    assert {ds.items[i].split for i in train_idx + val_idx} == {"train"}
-    assert Counter(ds.items[i].label for i in val_idx) == {0: 1, 1: 1}
-    assert len(train_idx) == 8
 
 
 # ---------------------------------------------------------------------------------------------- a whole run
@@ -242,10 +193,52 @@ def test_stop_ends_the_run_within_one_batch_and_saves_it(colour_dataset, tmp_pat
     assert math.isfinite(result.metrics["val_loss"])
 
 
-def test_early_stopping_stops_when_validation_loss_stops_improving(colour_dataset, tmp_path):
-    # A learning rate this small cannot move float32 weights: the validation loss stays put, so
-    # patience 1 ends the run after the second epoch.
-    config = fast(optimizer="sgd", momentum=0.0, learning_rate=1e-12, epochs=5, early_stopping=1)
+def test_a_stop_during_epoch_two_keeps_only_the_whole_first_epoch(colour_dataset, tmp_path):
+    """Epoch 2's loss over a few batches and its validation over a few images are recorded nowhere."""
+    stop = threading.Event()
+    events = []
+
+    def listener(ev):
+        events.append(ev)
+        if ev.kind == "batch" and ev.epoch == 2:
+            stop.set()  # the first batch of epoch 2: its validation is cut short too
+
+    config = fast(batch_size=2, epochs=3, validation_split=0.4)  # 10 training images in 5 batches, 6 to validate
+    result = train(colour_dataset, config, tmp_path / "run", listener=listener, stop=stop)
+    assert result.status == "stopped"
+    assert [e.epoch for e in events if e.kind == "epoch"] == [1]
+    with (result.run_dir / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["0"]
+    assert len(result.history) == 1
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 1
+    assert json.loads((result.run_dir / runs.MARKER).read_text())["epochs_completed"] == 1
+    assert metrics["train_loss"] == pytest.approx(float(rows[0]["loss"]))
+    assert metrics["train_accuracy"] == pytest.approx(float(rows[0]["accuracy"]))
+
+    # The validation score is the saved model's, over the whole validation split.
+    run = load_run(result.run_dir)
+    split = json.loads((result.run_dir / "split.json").read_text())
+    assert len(split["val"]) == metrics["val_images"] == 6
+    truth = [colour_dataset.classes[it.label] for p in split["val"] for it in colour_dataset.items if it.path == p]
+    predicted = [p.top[0][0] for p in predict(run, [colour_dataset.root / p for p in split["val"]], top_k=1)]
+    accuracy = sum(a == b for a, b in zip(truth, predicted, strict=True)) / len(truth)
+    assert metrics["val_accuracy"] == pytest.approx(accuracy)
+
+
+def test_early_stopping_stops_when_validation_loss_stops_improving(colour_dataset, tmp_path, monkeypatch):
+    # A learning rate of 0 cannot move the weights: the validation loss stays put, so patience 1 ends the run
+    # after the second epoch. The options refuse a rate that small, so it is set after they are checked.
+    import core.training
+
+    compile_model = core.training.compile_model
+    monkeypatch.setattr(
+        core.training,
+        "compile_model",
+        lambda model, cfg: compile_model(model, dataclasses.replace(cfg, learning_rate=0.0)),
+    )
+    config = fast(optimizer="sgd", momentum=0.0, epochs=5, early_stopping=1)
     result = train(colour_dataset, config, tmp_path / "run")
     assert result.status == "completed"
     assert result.metrics["epochs_completed"] == 2 < config.epochs
@@ -316,6 +309,8 @@ def test_second_training_with_another_optimizer_reuses_the_cached_features(colou
     second = train(colour_dataset, fast(epochs=1, optimizer="sgd", learning_rate=0.01), tmp_path / "b")
     assert first.metrics["path"] == "cached features"
     assert first.metrics["cache_misses"] == len(colour_dataset.items)
+    # The first run's feature pass timed this server for the time estimates (core.speed).
+    assert known_speed(32, "float32") == pytest.approx(first.metrics["feature_images_per_second"], abs=0.01)
     assert second.metrics["cache_hits"] == len(colour_dataset.items) and second.metrics["cache_misses"] == 0
 
 

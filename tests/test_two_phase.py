@@ -121,7 +121,7 @@ def test_job_snapshot_carries_the_phase_two_start(colours):
     job = reg.submit(colours, tiny_config(epochs=1, fine_tune_epochs=1, unfreeze=6))
     reg.wait(job.id, timeout=600)
     snap = job.snapshot()
-    assert snap["state"] == COMPLETED, snap["error"]
-    assert snap["phase2_start"] == 2
-    assert [row.get("phase") for row in snap["epoch_logs"]] == [1, 2]
-    assert snap["epochs"] == 2
+    assert snap.state == COMPLETED, snap.error
+    assert snap.phase2_start == 2
+    assert [row.get("phase") for row in snap.epoch_logs] == [1, 2]
+    assert snap.epochs == 2
