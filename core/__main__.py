@@ -7,6 +7,7 @@
     python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core cache [--clear]
+    python -m core speed --image-size 96 [--precision auto]
 
 Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
 Ctrl-C during training stops after the current batch and saves the model trained so far; a second Ctrl-C aborts.
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded images and frozen-layer features")
     p.add_argument("--clear", action="store_true", help="remove every cached entry")
+
+    from core.config import PRECISIONS
+
+    p = sub.add_parser("speed", help="time VGG16 on this server at a size and record it for time estimates")
+    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None, help="images per timed batch (default: 16, 8 above 128 px)")
     return parser
 
 
@@ -365,6 +373,18 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    from core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    if not MIN_IMAGE_SIZE <= args.image_size <= MAX_IMAGE_SIZE or (args.images is not None and args.images < 1):
+        raise UserError(f"--image-size must be {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} and --images at least 1.")
+    from core.speed import describe, measure_speed  # TensorFlow loads here
+
+    measure_speed(args.image_size, args.precision, images=args.images)
+    print(describe(args.image_size, args.precision))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
@@ -374,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "cache": cmd_cache,
         "lr-find": cmd_lr_find,
+        "speed": cmd_speed,
     }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:
         args._tmp = tmp

@@ -37,7 +37,7 @@ from core.dataset import Dataset, split_dataset
 from core.errors import Cancelled
 from core.features import extract, load_images_cached, plan_training
 from core.model import build_model, compile_model, freeze, param_counts, resolve_precision
-from core.speed import estimate, known_speed, record_speed
+from core.speed import estimate, known_speed, record_run_pace, record_speed
 
 
 @dataclass
@@ -261,9 +261,9 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
                 "the head alone, every VGG16 layer frozen" if phase.number == 1 else f"the last {phase.unfreeze} layers"
             )
             message = f"Phase {phase.number} of 2 ({what}, learning rate {phase.learning_rate:g}): {message}"
-        if config.augmented and (speed := known_speed(config.image_size, resolve_precision(config.precision))):
-            unfrozen = [layer.name for layer in model.layers if layer.trainable]
-            message += f" Estimated: {estimate(config, len(train_idx), len(val_idx), speed, unfrozen).text}."
+        if phase.number < 2 and (speed := known_speed(config.image_size, config.precision)):
+            # The estimate covers the whole run (both phases), so it is said once, at the start.
+            message += f" Estimated: {estimate(config, len(train_idx), len(val_idx), speed).text}."
         if listener:
             stage = "features" if plan.cached else "reading"
             listener(Event(stage, "plan", 0, n, 0.0, None, epoch=start_epoch + 1, message=message, phase=phase.number))
@@ -363,6 +363,7 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
         metrics["cache_hits"], metrics["cache_misses"] = stats["hits"], stats["misses"]
         if stats["misses"]:
             metrics["feature_images_per_second"] = round(stats["misses"] / max(stats["feature_seconds"], 1e-9), 2)
+    record_run_pace(config, metrics, status)  # later estimates learn from this run's measured pace
     _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
 
