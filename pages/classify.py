@@ -4,9 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from core import UserError
-from core.runs import list_runs
-from pages import charts
-from pages.common import RUN_PARAM, init_session
+from core.runs import run_infos
+from ui import charts, session
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
 MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
@@ -14,14 +13,6 @@ MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
 GRADCAM = "gradcam"
 GRADCAM_CLASS = "gradcam_class"
 GRADCAM_LAYER = "gradcam_layer"
-
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def cached_run(path: str, saved: str):
-    """One read-only loaded model per run and save time, shared by every session."""
-    from core.predict import load_run
-
-    return load_run(path)
 
 
 @st.cache_data(show_spinner="Computing the heat map…", max_entries=256)
@@ -34,24 +25,20 @@ def gradcam_overlay(path: str, saved: str, data: bytes, class_name: str, layer: 
     return e.overlay, not e.heatmap.any()
 
 
-init_session()
+session.page()
 st.title("Classify")
-runs = list_runs()
+runs = run_infos()
 if not runs:
     st.info("No saved model yet: train one first.", icon=":material/info:")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-ids = [r["id"] for r in runs]
-wanted = st.query_params.get(RUN_PARAM)
-run_info = st.selectbox(
-    "Model",
-    runs,
-    index=ids.index(wanted) if wanted in ids else 0,
-    format_func=lambda r: f"{r['id']} · {r['dataset']} · {r['classes']} classes · val acc {r['val_accuracy']:.1%}",
-)
+run_info = session.run_picker(runs)
+from core.predict import load_run  # noqa: E402  (a model must answer on this page: TensorFlow loads here)
+
 try:
-    run = cached_run(run_info["path"], run_info.get("finished", ""))
+    with st.spinner("Loading the model…"):
+        run = load_run(run_info.path)  # core keeps a few loaded models, shared by every session
 except UserError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
@@ -73,7 +60,7 @@ if not inputs:
 from core.explain import convolution_layers, default_layer  # noqa: E402  (TensorFlow is already loaded too)
 from core.predict import predict  # noqa: E402  (TensorFlow is already loaded with the model)
 
-with st.spinner(f"Classifying {len(inputs)} image(s)…"):
+with st.spinner(f"Classifying {session.plural(len(inputs), 'image')}…"):
     results = predict(run, [data for _, data in inputs], top_k=top_k, names=[name for name, _ in inputs])
 
 if len(results) > 1:
@@ -93,6 +80,13 @@ if len(results) > 1:
     )  # fmt: skip
 
 layers, first_layer = convolution_layers(run), default_layer(run)
+cams = any(st.session_state.get(f"{GRADCAM}_{i}_{name}") for i, (name, _) in enumerate(inputs))
+if cams and run.config.weights == "none" and first_layer != layers[-1]:  # said once, above every image
+    st.caption(
+        "This model started from random weights: after a short training the last convolution block has learnt "
+        f"little of its own, so its Grad-CAM maps say little. The maps come from {first_layer} by default, earlier "
+        "and finer; pick another layer to compare."
+    )
 for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
     left, right = st.columns([1, 2])
     if not p.ok:
@@ -113,14 +107,8 @@ for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
         help="The convolution whose output the map is made from: later layers see larger parts, earlier ones "
         "finer detail.",
     )  # fmt: skip
-    if run.config.weights == "none" and first_layer != layers[-1]:
-        right.caption(
-            "This model started from random weights: after a short training the last convolution block has "
-            f"learnt little of its own, so its maps say little. The map comes from {first_layer} by default, "
-            "earlier and finer; pick another layer to compare."
-        )
     try:
-        heat, empty = gradcam_overlay(run_info["path"], run_info.get("finished", ""), data, explained, layer)
+        heat, empty = gradcam_overlay(str(run_info.path), run_info.finished, data, explained, layer)
     except UserError as exc:
         right.error(str(exc), icon=":material/error:")
     else:

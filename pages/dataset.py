@@ -10,36 +10,36 @@ from core import UserError
 from core.dataset import load_dataset
 from core.images import load_image
 from core.sample import make_sample_zip
-from pages import charts
-from pages.common import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, init_session, session_dir
+from ui import charts, session
+from ui.session import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, plural, session_dir
 
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 128
 
-init_session()
+
+def ingest(path, key: str) -> None:
+    """Load the zip; on a user error keep the dataset loaded before, and say so."""
+    bar = ProgressBar("Reading the dataset")
+    try:
+        st.session_state[DATASET] = load_dataset(path, session_dir(), progress=bar)
+    except UserError as exc:
+        previous = st.session_state.get(DATASET)
+        kept = f" The dataset loaded before, **{previous.report.source}**, is still in use." if previous else ""
+        st.error(f"{exc}{kept}", icon=":material/error:")
+    finally:
+        st.session_state[DATASET_KEY] = key  # the same file is not read again on every rerun
+        bar.empty()
+
+
+session.page()
 st.title("Dataset")
 st.markdown(
     "Put your photos in **one folder per class** (`cats/…`, `dogs/…`), zip them and drop the zip here. "
     "A `train/` + `val/` split inside the zip is used as given."
 )
-
 left, right = st.columns([3, 1], vertical_alignment="center")
 upload = left.file_uploader("Zip of class folders", type=["zip"], key=UPLOAD)
 use_sample = right.button("Use the sample dataset", key=USE_SAMPLE, icon=":material/science:")
-
-
-def ingest(path, key: str) -> None:
-    bar = ProgressBar("Reading the dataset")
-    try:
-        st.session_state[DATASET] = load_dataset(path, session_dir(), progress=bar)
-        st.session_state[DATASET_KEY] = key
-    except UserError as exc:
-        st.session_state.pop(DATASET, None)
-        st.session_state[DATASET_KEY] = key
-        st.error(str(exc), icon=":material/error:")
-    finally:
-        bar.empty()
-
 
 if use_sample:
     ingest(make_sample_zip(session_dir() / "sample.zip"), "sample")
@@ -62,11 +62,16 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(report.classes))
 c2.metric("Images", f"{report.total:,}")
 c3.metric("Skipped files", len(report.skipped))
-c4.metric("Layout", "train/val" if report.layout == "split" else "classes")
+c4.metric("Validation images", "its val/ folder" if report.layout == "split" else "held out when training")
 for warning in report.warnings:
     st.warning(warning, icon=":material/warning:")
 
-st.altair_chart(charts.class_counts(report.counts), width="stretch")
+counts = pd.DataFrame(report.counts).T.fillna(0).astype(int).rename(columns={"all": "images"}).rename_axis("class")
+if len(counts.columns) > 1:
+    counts["total"] = counts.sum(axis=1)
+chart, table = st.columns([3, 2])
+chart.altair_chart(charts.class_counts(report.counts), width="stretch")
+table.dataframe(counts, width="stretch")
 
 if report.image_sizes:
     s = report.image_sizes
@@ -74,7 +79,6 @@ if report.image_sizes:
         f"Image sizes: width {s['min_width']:g}–{s['max_width']:g} px (median {s['median_width']:g}), "
         f"height {s['min_height']:g}–{s['max_height']:g} px (median {s['median_height']:g})."
     )
-
 if report.skipped:
     with st.expander(f"Skipped files ({len(report.skipped)})"):
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
@@ -82,9 +86,8 @@ if report.skipped:
 st.subheader("Examples")
 for label, cls in enumerate(ds.classes):
     paths = [ds.root / it.path for it in ds.items if it.label == label][:THUMBS_PER_CLASS]
-    st.markdown(f"**{cls}**")
-    cols = st.columns(THUMBS_PER_CLASS)
-    for col, path in zip(cols, paths, strict=False):
+    st.markdown(f"**{cls}** · {plural(sum(it.label == label for it in ds.items), 'image')}")
+    for col, path in zip(st.columns(THUMBS_PER_CLASS), paths, strict=False):
         # The thumbnail is the model's own view of the image: the same crop/pad as training.
         col.image(load_image(path, THUMB_SIZE), caption=path.name, width="stretch")
 

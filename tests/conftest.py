@@ -97,3 +97,38 @@ def tiny_config(**changes):
     base = dict(weights="none", head="gap", image_size=32, unfreeze=3, optimizer="adam", learning_rate=0.05,
                 decay=0.0, batch_size=4, epochs=2, precision="float32")  # fmt: skip
     return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture
+def work_dir() -> Path:
+    """This test's folder for uploads and extracted datasets."""
+    return Path(os.environ["CLASSIFIER_WORK_DIR"])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One real run (VGG16, random weights, 32 px, one epoch), trained once for the module."""
+    base = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KERAS_HOME", str(base / "keras"))
+        from core.config import TrainConfig
+        from core.dataset import load_dataset
+        from core.training import train
+
+        ds = load_dataset(
+            make_zip(base / "colours.zip", class_entries(classes=("red", "green", "blue"), per_class=10)), base / "work"
+        )
+        config = TrainConfig(weights="none", image_size=32, epochs=1, batch_size=16)
+        result = train(ds, config, base / "runs" / "20200101-000000-colours-abcd")
+    assert result.status == "completed"
+    return result.run_dir
+
+
+@pytest.fixture(autouse=True)
+def no_speed_probe(request, monkeypatch):
+    """The Train page starts a speed probe (a process that loads TensorFlow) when this server's speed at a size is
+    unknown: page tests draw it many times and test the estimate on a recorded speed instead."""
+    if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
+        import core.speed
+
+        monkeypatch.setattr(core.speed, "measure_in_background", lambda *args, **kwargs: None)

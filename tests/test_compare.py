@@ -307,10 +307,10 @@ def test_runs_page_keeps_comparing_after_a_picked_run_is_deleted(trained_pair):
     shutil.copytree(trained_pair[0], extra)
     runs.write_json(extra / runs.MARKER, {**runs.read_json(extra / runs.MARKER), "finished": "2099-01-01T00:00:00"})
     at = open_runs_page()
-    assert at.selectbox[0].value["id"] == extra.name  # newest first: the one the delete button deletes
+    assert at.selectbox[0].value.id == extra.name  # newest first: the one the delete button deletes
     at.multiselect(key="compare").set_value([extra.name, *ids]).run()
     assert_clean(at)
-    assert len(at.dataframe) == 3
+    assert len(at.dataframe) == 4  # runs, settings, key metrics, every metric
     next(b for b in at.button if b.label == "Yes, delete it").click().run()
     assert_clean(at)
     assert not extra.exists()
@@ -330,8 +330,8 @@ def test_runs_page_says_when_every_setting_is_the_same(trained_pair):
         shutil.copytree(trained_pair[0], runs.runs_dir() / name)
     at = open_runs_page(query={"compare": [ADAM, "20200103-000000-colours-same"]})
     assert "Every setting is the same in these runs." in captions(at)
-    assert len(at.dataframe) == 3  # runs, settings, metrics
+    assert len(at.dataframe) == 4  # runs, settings, key metrics, every metric
     at.toggle(key="compare_only_different").set_value(True).run()
     assert_clean(at)
-    assert len(at.dataframe) == 2  # no empty settings table
+    assert len(at.dataframe) == 3  # no empty settings table
     assert at.dataframe[1].value["run"].tolist() == [ADAM, "20200103-000000-colours-same"]

@@ -110,3 +110,33 @@ def test_describe_gives_help_for_every_field_and_choices_where_there_are_some():
     assert fields["head"].metadata["choices"] == HEADS
     assert fields["optimizer"].metadata["choices"] == OPTIMIZERS
     assert fields["epochs"].metadata["choices"] is None
+
+
+def _valid_at(name: str, value) -> TrainConfig:
+    """A config that is valid but for ``name`` (two phases need phase 2 to reach into VGG16: unfreeze 10)."""
+    return TrainConfig(**{"weights": "none", "unfreeze": 10, name: value})
+
+
+@pytest.mark.parametrize(
+    "field", [f for f in TrainConfig.describe() if f.metadata["min"] is not None], ids=lambda f: f.name
+)
+def test_every_bounded_field_accepts_its_bounds_and_refuses_past_them(field):
+    low, high = field.metadata["min"], field.metadata["max"]
+    _valid_at(field.name, low).validate()
+    step = field.metadata["step"] or (1 if isinstance(field.default, int) else low * 0.5 or 1e-9)
+    with pytest.raises(UserError, match=field.name.replace("_", "-")):
+        _valid_at(field.name, low - step).validate()
+    if high is not None:
+        _valid_at(field.name, high).validate()
+        with pytest.raises(UserError, match=field.name.replace("_", "-")):
+            _valid_at(field.name, high + step).validate()
+
+
+def test_every_field_says_how_a_form_shows_it():
+    for f in TrainConfig.describe():
+        m = f.metadata
+        assert m["label"] and m["section"] and m["widget"], f.name
+        if m["widget"] in ("slider", "number") and f.name != "unfreeze":  # unfreeze's top is the model's depth
+            assert m["min"] is not None and m["max"] is not None, f.name
+            assert type(m["min"]) is type(f.default) and type(m["max"]) is type(f.default), f.name
+        assert set(m["when"]) <= {g.name for g in TrainConfig.describe()}, f.name

@@ -2,7 +2,8 @@
 
 Upload a hostile zip (refused with a sentence), upload a real one, train VGG16 from random weights at 32 px for one
 epoch, follow the link to Classify, upload an image, read the ranked result and see where the model looked
-(Grad-CAM); evaluate the run and see its confusion matrix and per-class table; then download the run from Runs.
+(Grad-CAM); evaluate the run and see its confusion matrix and per-class table; start a long run and stop it
+("Stopping…" within a second); delete that run on Runs (the popover closes); then download the first run.
 Waits are on Streamlit's script state and on visible text, never on sleeps.
 """
 
@@ -270,8 +271,41 @@ def journey(page, server, tmp_path: Path) -> None:
     expect(page.get_by_role("button", name="Download per-class scores (CSV)")).to_be_visible()
     expect(page.get_by_text("This run has not been evaluated yet")).to_have_count(0)  # the saved view
 
-    # ---- Runs: the run is listed and downloads as a zip holding the model.
+    # ---- Stop: a long training says "Stopping…" within a second of the click, and keeps its model.
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
+    page.get_by_role("button", name="Train another model").click()
+    expect(start).to_be_visible()
+    settle(page)
+    epochs.fill("500")
+    epochs.press("Enter")
+    expect(epochs).to_have_value("500")
+    settle(page)
+    start.click()
+    expect(page.get_by_text(re.compile(r"^Epoch \d+/500 · batch"))).to_be_visible(timeout=TRAIN_WAIT)
+    stopped_id = re.search(r"[?&]job=([^&]+)", page.url).group(1)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_text("Stopping…").first).to_be_visible(timeout=1_000)
+    expect(page.get_by_text("the model trained so far is saved")).to_be_visible(timeout=TRAIN_WAIT)
+    settle(page)
+    assert_no_traceback(page)
+
+    # ---- Runs: deleting the stopped run confirms it and closes the popover (no second run is aimed at).
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
+    expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(
+        re.compile(f"^{re.escape(stopped_id)} · ")
+    )
+    settle(page)
+    page.get_by_role("button", name="Delete run").click()
+    confirm = page.get_by_role("button", name="Yes, delete it")
+    expect(confirm).to_be_visible()
+    confirm.click()
+    expect(page.get_by_text(f"Deleted run {stopped_id}.")).to_be_visible()
+    settle(page)
+    expect(page.get_by_role("button", name="Yes, delete it")).to_be_hidden()
+    assert not (server["runs"] / stopped_id).exists() and (server["runs"] / job_id).is_dir()
+    expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile(f"^{re.escape(job_id)} · "))
+
+    # ---- Runs: the run is listed and downloads as a zip holding the model.
     download = page.get_by_role("button", name="Download run (.zip)")
     expect(download).to_be_visible()
     settle(page)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COLORS, class_entries, jpeg_bytes, make_zip, tiny_config
+from pagetest import assert_clean, button, metrics, open_app, texts
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
-from test_pages import assert_clean, button, metrics, open_app, texts
 
 CLASSES = ["blue", "green", "red"]  # the dataset's classes, in the run's output order
 FILE = "evaluation.json"  # what the page reads; core is imported inside the tests, as in test_pages
@@ -100,6 +100,19 @@ def known_evaluation(run: Path, root: Path | None = None):
     return ev
 
 
+def evaluate(at) -> None:
+    """Press Evaluate: a job classifies the images (not the page's script run); wait for it, then redraw."""
+    from core.jobs import EVALUATE, registry
+
+    button(at, "Evaluate this run").click().run()
+    assert_clean(at)
+    job = registry().get(at.session_state["eval_job"])
+    assert job.kind == EVALUATE
+    registry().wait(job.id, timeout=600)
+    at.run()
+    assert_clean(at)
+
+
 def chart(at):
     """(Vega-Lite spec, data) of the page's one Altair chart."""
     charts = at.get("vega_lite_chart")
@@ -158,21 +171,20 @@ def test_evaluate_page_without_runs_says_so():
 def test_an_unevaluated_run_is_evaluated_on_request_once(trained, monkeypatch):
     run = copy_run(trained)
     at = open_app("pages/evaluate.py")
-    assert at.selectbox[0].value["id"] == run.name
+    assert at.selectbox[0].value.id == run.name
     assert "not been evaluated yet" in at.info[0].value
     assert not at.metric and not at.get("vega_lite_chart")
     assert at.radio[0].options == ["The images this run held out from training"]
     assert not (run / FILE).exists()
 
-    button(at, "Evaluate this run").click().run()
-    assert_clean(at)
+    evaluate(at)
     saved = load_evaluation(run)
     assert saved is not None
     assert sorted(saved.files) == sorted(read_json(run / "split.json")["val"])  # never a training image
     assert metrics(at) == {
         "Accuracy": f"{saved.accuracy:.1%}",
         "Loss": f"{saved.loss:.4f}",
-        "Top-3 accuracy": f"{saved.top_k_accuracy:.1%}",
+        "Top-2 accuracy": f"{saved.top_k_accuracy:.1%}",  # k below the number of classes
         "Images": "9",
         "Evaluated on": "validation",
     }
@@ -376,8 +388,7 @@ def test_the_dataset_page_dataset_evaluates_a_run_whose_images_are_gone(trained,
     at = open_app("pages/evaluate.py", dataset=ds)
     assert not at.error
     assert at.radio[0].options == ["The dataset on the Dataset page (again.zip)"]
-    button(at, "Evaluate this run").click().run()
-    assert_clean(at)
+    evaluate(at)
     saved = load_evaluation(run)
     assert (saved.source, saved.split, saved.images) == ("given data", "val", 9)
     assert sorted(saved.files) == sorted(split["val"])  # the same seed and fraction hold out the same images
@@ -390,10 +401,10 @@ def test_the_session_s_latest_run_is_chosen_unless_the_address_names_one(trained
     second = runs_dir() / "20300101-000000-later-0001"
     shutil.copytree(trained, second)
     write_json(second / "run.json", {**read_json(second / "run.json"), "finished": "2030-01-01T00:00:00"})
-    assert open_app("pages/evaluate.py").selectbox[0].value["id"] == second.name  # newest
-    assert open_app("pages/evaluate.py", current_job=first.name).selectbox[0].value["id"] == first.name
+    assert open_app("pages/evaluate.py").selectbox[0].value.id == second.name  # newest
+    assert open_app("pages/evaluate.py", current_job=first.name).selectbox[0].value.id == first.name
     at = open_app("pages/evaluate.py", query={"run": second.name}, current_job=first.name)
-    assert at.selectbox[0].value["id"] == second.name
+    assert at.selectbox[0].value.id == second.name
 
 
 # ---------------------------------------------------------------------------------------------- Classify
@@ -439,6 +450,20 @@ def test_classify_shows_grad_cam_for_the_top_class_and_for_a_picked_class(traine
 
     at.toggle(key="gradcam_0_red.jpg").set_value(False).run()
     assert len(at.image) == 1
+    assert not any("started from random weights" in c for c in texts(at.caption))  # no map, no caveat
+
+
+def test_classify_says_the_random_weights_caveat_once_for_many_images(trained):
+    copy_run(trained)
+    at = open_app("pages/classify.py")
+    images = [(f"{c}.jpg", jpeg_bytes(COLORS[c], seed=9), "image/jpeg") for c in ("red", "green", "blue")]
+    at.file_uploader[0].set_value(images).run()
+    for name, _, _ in images:
+        at.toggle(key=f"gradcam_{[n for n, _, _ in images].index(name)}_{name}").set_value(True)
+    at.run()
+    assert_clean(at)
+    assert len(at.image) == 6  # each photo and its map
+    assert sum("started from random weights" in c for c in texts(at.caption)) == 1
 
 
 def test_classify_grad_cam_starts_at_the_last_convolution_for_pretrained_weights(trained, monkeypatch):
@@ -451,3 +476,19 @@ def test_classify_grad_cam_starts_at_the_last_convolution_for_pretrained_weights
     assert not any("random weights" in c for c in texts(at.caption))
     top = at.selectbox(key="gradcam_class_0_red.jpg").value
     assert [(c, layer) for _, c, layer, _ in calls] == [(top, "block5_conv3")]
+
+
+def test_two_classes_show_no_top_k_accuracy(trained):
+    from core.evaluate import compute_metrics
+
+    run = copy_run(trained)
+    files = ["red/0.jpg", "red/1.jpg", "blue/0.jpg", "blue/1.jpg"]
+    ev = compute_metrics(
+        [0, 0, 1, 1], [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]], ["red", "blue"], files, top_k=2
+    )
+    ev.source, ev.split, ev.data, ev.created = "val", "val", "colours.zip", "2024-05-01T12:00:00"
+    write_json(run / FILE, ev.to_dict())
+    at = open_app("pages/evaluate.py")
+    assert_clean(at)
+    assert metrics(at)["Accuracy"] == "75.0%"
+    assert not [label for label in metrics(at) if label.startswith("Top-")]  # top-2 of 2 classes is always 100 %

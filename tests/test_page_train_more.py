@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_pages import JOB_TIMEOUT, assert_clean, button, load, open_app, texts
+from pagetest import JOB_TIMEOUT, assert_clean, button, load, open_app, texts
 
 
 def vega_specs(at) -> list[dict]:
@@ -13,7 +13,11 @@ def vega_specs(at) -> list[dict]:
 
 
 def test_augmentation_shows_a_preview_grid_and_the_time_it_costs(tmp_path):
+    from core.speed import record_speed
+
+    record_speed(32, "float32", 50.0)
     at = open_app("pages/train.py", dataset=load(tmp_path))
+    at.selectbox(key="cfg_precision").set_value("float32")
     assert not at.get("image")  # no augmentation, no preview
     assert not [w for w in texts(at.warning) if "Augmentation" in w]
     at.radio(key="cfg_weights").set_value("none")
@@ -43,6 +47,16 @@ def test_learning_rate_finder_charts_the_test_and_fills_in_its_suggestion(tmp_pa
     at.number_input(key="cfg_batch_size").set_value(8)
     at.run()
     button(at, "Find a learning rate").click().run()
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    # The test runs as a job, not in the page's script run: the page draws its progress and a Stop button.
+    from core.jobs import LR_FIND, registry
+
+    job = registry().get(at.session_state["lr_job"])
+    assert job.kind == LR_FIND
+    assert not [b for b in at.button if b.label == "Find a learning rate"]  # one test at a time
+    registry().wait(job.id, timeout=JOB_TIMEOUT)
+    at.run()
     assert_clean(at)
     assert not at.error, texts(at.error)
     spec = next(s for s in vega_specs(at) if "Loss as the learning rate grows" in json.dumps(s))

@@ -8,6 +8,9 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+SETS = ["train", "validation"]
+SET_COLOURS = ["#1f77b4", "#ff7f0e"]
+
 
 def class_counts(counts: dict[str, dict[str, int]]) -> alt.Chart:
     """Horizontal bars of images per class, stacked by split when the dataset has one."""
@@ -37,8 +40,15 @@ def epoch_curves(rows: list[dict], metric: str, title: str, phase2_start: int | 
         .mark_line(point=True)
         .encode(
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("value:Q", title=metric),
-            color=alt.Color("set:N", title=None, sort=["train", "validation"]),
+            # A loss axis from 0 flattens curves that differ in the decimals; accuracy keeps its 0-100 % frame.
+            y=alt.Y(
+                "value:Q",
+                title=metric,
+                scale=alt.Scale(zero=metric == "accuracy"),
+                axis=alt.Axis(format="%") if metric == "accuracy" else alt.Axis(),
+            ),
+            # Blue and orange: told apart where the curves cross, also by most colour-blind readers.
+            color=alt.Color("set:N", title=None, scale=alt.Scale(domain=SETS, range=SET_COLOURS)),
             tooltip=["epoch", "set", alt.Tooltip("value:Q", format=".4f")],
         )
         .properties(height=240)
@@ -65,7 +75,7 @@ def batch_loss(rows: list[dict], phase2_start: int | None = None) -> alt.Chart:
         .mark_line(point=len(df) < 50)
         .encode(
             x=alt.X("step:Q", title="batch", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("loss:Q"),
+            y=alt.Y("loss:Q", scale=alt.Scale(zero=False)),
             tooltip=["step", "epoch", "loss"],
         )
         .properties(height=240)
@@ -228,9 +238,3 @@ def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train
         )
         .properties(height=380)  # the legend below the plot counts in the height
     )
-
-
-if __name__ == "__main__":  # opened as a page in the folder's page list: go to the app instead
-    from pages.common import init_session
-
-    init_session()

@@ -1,0 +1,113 @@
+"""A training job on the page: live progress and charts while it runs, the result once it has finished.
+
+live(job_id)                 # an st.fragment that redraws itself every second until the job finishes
+finished_view(snap)          # metrics and links, or the error; says so when the run was deleted since
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.jobs import CANCELLED, COMPLETED, FAILED, FEATURES, QUEUED, READING, STOPPED, JobSnapshot, registry
+from ui import charts
+from ui.session import CURRENT_JOB, JOB_PARAM, RUN_PARAM, duration, plural, run_exists
+
+REFRESH_SECONDS = 1.0
+
+
+def forget_job() -> None:
+    st.query_params.pop(JOB_PARAM, None)
+    st.session_state.pop(CURRENT_JOB, None)
+
+
+def progress(snap: JobSnapshot) -> None:
+    if snap.state == QUEUED:
+        ahead = registry().ahead(snap.id)
+        text = (
+            f"Waiting for the server: {plural(ahead, 'job')} ahead of yours. It starts by itself."
+            if ahead
+            else "Starting…"
+        )
+        st.info(text, icon=":material/hourglass_top:")
+    elif snap.state in (READING, FEATURES):
+        what = "Reading images" if snap.state == READING else "Running the frozen layers once per image"
+        st.progress(
+            snap.done / max(snap.total, 1), text=f"{what}: {snap.done:,}/{snap.total:,} · ETA {duration(snap.eta)}"
+        )
+    elif not snap.finished:
+        text = (
+            f"Epoch {snap.epoch}/{snap.epochs} · batch {snap.batch}/{snap.batches} · "
+            f"elapsed {duration(snap.elapsed)} · ETA {duration(snap.eta)}"
+        )
+        st.progress(snap.done / max(snap.total, 1), text=text)
+
+
+def charts_of(snap: JobSnapshot) -> None:
+    if snap.epoch_logs:
+        left, right = st.columns(2)
+        p2 = snap.phase2_start
+        left.altair_chart(charts.epoch_curves(snap.epoch_logs, "loss", "Loss per epoch", p2), width="stretch")
+        right.altair_chart(charts.epoch_curves(snap.epoch_logs, "accuracy", "Accuracy per epoch", p2), width="stretch")
+    if snap.batch_losses:
+        st.altair_chart(charts.batch_loss(snap.batch_losses, snap.phase2_start), width="stretch")
+
+
+def ask_stop(job_id: str) -> None:
+    registry().stop(job_id)  # a callback: the stop is set before the fragment redraws, so "Stopping…" shows at once
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def live(job_id: str) -> None:
+    snap = registry().get(job_id).snapshot()
+    if snap.finished:
+        st.rerun()  # draw the final view once, without the timer
+    if snap.path_reason:
+        st.caption(snap.path_reason)
+    if snap.stopping:
+        st.warning(
+            "Stopping… the run ends after the current batch and saves the model trained so far."
+            if snap.state not in (QUEUED, READING, FEATURES)
+            else "Stopping… nothing is saved before training starts.",
+            icon=":material/pause_circle:",
+        )
+    progress(snap)
+    label = "Cancel" if snap.state == QUEUED else "Stop"
+    st.button(
+        "Stopping…" if snap.stopping else label, icon=":material/stop_circle:", disabled=snap.stopping,
+        key="stop_job", on_click=ask_stop, args=(job_id,),
+    )  # fmt: skip
+    charts_of(snap)
+
+
+def finished_view(snap: JobSnapshot) -> None:
+    m = snap.metrics
+    if snap.state in (COMPLETED, STOPPED) and not run_exists(snap.id):
+        st.warning(
+            f"The run **{snap.id}** was deleted from the Runs page; its model is gone.", icon=":material/delete:"
+        )
+    elif snap.state in (COMPLETED, STOPPED):
+        if snap.state == STOPPED:
+            st.warning(
+                f"Stopped after {plural(m['epochs_completed'], 'full epoch')}; the model trained so far is saved.",
+                icon=":material/pause_circle:",
+            )
+        else:
+            st.success(f"Finished in {duration(m['seconds'])}; the model is saved.", icon=":material/check_circle:")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Validation accuracy", f"{m['val_accuracy']:.1%}")
+        c2.metric("Validation loss", f"{m['val_loss']:.4f}")
+        c3.metric("Training accuracy", "–" if m["train_accuracy"] is None else f"{m['train_accuracy']:.1%}")
+        c4.metric("Epochs", m["epochs_completed"])
+        charts_of(snap)
+        l1, l2 = st.columns(2)
+        l1.page_link("pages/classify.py", label="Classify images with this model", icon=":material/image_search:",
+                     query_params={RUN_PARAM: snap.id})  # fmt: skip
+        l2.page_link("pages/evaluate.py", label="Evaluate it: confusion matrix and mistakes",
+                     icon=":material/fact_check:", query_params={RUN_PARAM: snap.id})  # fmt: skip
+    elif snap.state == FAILED:
+        st.error(snap.error, icon=":material/error:")
+    elif snap.state == CANCELLED:
+        st.info("Cancelled before it started; nothing was saved.")
+    if st.button("Train another model", icon=":material/add:"):
+        forget_job()
+        st.rerun()

@@ -1,0 +1,127 @@
+"""The Train page's helpers around the form: the augmentation preview, the time estimate, the learning-rate finder."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import speed
+from core.config import TrainConfig
+from core.dataset import Dataset
+from core.jobs import COMPLETED, LR_FIND, lr_find_task
+from ui import charts, tasks
+from ui.train_form import key
+
+PREVIEW_IMAGES = 8
+PREVIEW_SEED = "augment_preview_seed"
+LR_JOB = "lr_job"  # session state: the running learning-rate test
+LR_FINDING = "lr_finding"  # session state: the last learning-rate test's result
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def augmented_preview(path: str, size: int, resize: str, settings: dict, seed: int) -> list:
+    from core.augment import preview  # Keras' preprocessing layers: only once augmentation is asked for
+    from core.images import load_image
+
+    image = load_image(path, size, resize)
+    return [image, *preview(image, TrainConfig(**settings), n=PREVIEW_IMAGES, seed=seed)]
+
+
+def augmentation_preview(ds: Dataset, config: TrainConfig) -> None:
+    train_items = [it for it in ds.items if it.split in ("", "train")]
+    st.session_state.setdefault(PREVIEW_SEED, 0)
+    pick = train_items[st.session_state[PREVIEW_SEED] % len(train_items)]
+    settings = {f.name: getattr(config, f.name) for f in TrainConfig.describe("augmentation")} | {"seed": 0}
+    variants = augmented_preview(
+        str(ds.root / pick.path), config.image_size, config.resize, settings, st.session_state[PREVIEW_SEED]
+    )
+    st.image(variants, width=96, caption=["original"] + [""] * PREVIEW_IMAGES)
+    st.caption(f"{pick.path} and {PREVIEW_IMAGES} augmented versions of it, as training would see them.")
+    if st.button("Another image", icon=":material/shuffle:"):
+        st.session_state[PREVIEW_SEED] += 1
+        st.rerun()
+
+
+def split_sizes(ds: Dataset, config: TrainConfig) -> tuple[int, int]:
+    """(training images, validation images) as the run will split them."""
+    n_val = sum(it.split == "val" for it in ds.items)
+    n_pool = sum(it.split in ("", "train") for it in ds.items)
+    if n_val:
+        return n_pool, n_val
+    n_val = max(round(n_pool * config.validation_split), 1)
+    return n_pool - n_val, n_val
+
+
+@st.fragment(run_every=2.0)
+def _waiting_for_speed(image_size: int, precision: str) -> None:
+    if speed.known_speed(image_size, precision) is not None or not speed.measuring(image_size, precision):
+        st.rerun()  # measured, or the measurement ended without an answer
+    st.caption(f"Measuring this server's speed at {image_size} px for a time estimate (about 20 s, once)…")
+
+
+def time_estimate(ds: Dataset, config: TrainConfig, unfrozen: list[str]) -> None:
+    """How long the run will take here, before it starts, for every kind of run."""
+    ips = speed.known_speed(config.image_size, config.precision)
+    if ips is None:
+        speed.measure_in_background(config.image_size, config.precision)  # in another process: no TensorFlow here
+        if speed.measuring(config.image_size, config.precision):
+            _waiting_for_speed(config.image_size, config.precision)
+        else:
+            st.caption("No time estimate: this server's speed could not be measured at this size just now.")
+        return
+    n_train, n_val = split_sizes(ds, config)
+    est = speed.estimate(config, n_train, n_val, ips, unfrozen)
+    if config.augmented and est.cached_seconds < est.seconds * 0.95:
+        st.warning(
+            f"Augmentation changes every image every epoch, so the frozen layers' outputs cannot be computed once "
+            f"and reused: the run trains end to end, {est.text}. Without augmentation: about "
+            f"{speed.human_time(est.cached_seconds)}.",
+            icon=":material/schedule:",
+        )
+    else:
+        st.info(f"Estimated time: {est.text}.", icon=":material/schedule:")
+
+
+def use_learning_rate(optimizer: str, value: float) -> None:
+    st.session_state[key("optimizer")] = optimizer
+    st.session_state[key(f"learning_rate_{optimizer}")] = float(f"{value:.2g}")
+
+
+def lr_finder(ds: Dataset, config: TrainConfig, problem: str | None) -> None:
+    st.subheader("Learning-rate finder")
+    st.caption(
+        "A short test run on the training images: the learning rate grows from 1e-7 to 10, one batch per step, "
+        "and the loss shows which rates learn and which diverge. It uses the feature cache when the layers before "
+        "the trainable ones are frozen, so it takes seconds; it saves nothing."
+    )
+    if st.session_state.get(LR_JOB) is None and st.button("Find a learning rate", icon=":material/query_stats:"):
+        if problem:
+            st.error(problem, icon=":material/error:")
+        else:
+            tasks.start(LR_JOB, LR_FIND, lr_find_task(ds, config))
+            st.session_state[LR_FINDING + "_for"] = {"image_size": config.image_size, "head": config.head}
+            st.rerun()  # draw its progress in place of the button
+    snap = tasks.follow(LR_JOB)
+    if snap is not None:
+        if snap.state == COMPLETED:
+            st.session_state[LR_FINDING] = {**snap.result.to_dict(), **st.session_state.get(LR_FINDING + "_for", {})}
+        elif snap.error:
+            st.error(snap.error, icon=":material/error:")
+    finding = st.session_state.get(LR_FINDING)
+    if not finding:
+        return
+    st.altair_chart(
+        charts.lr_finder(finding["learning_rates"], finding["losses"], finding["smoothed"], finding["suggestion"]),
+        width="stretch",
+    )
+    st.caption(
+        f"{finding['optimizer']}, {finding.get('head', '')} head, {finding.get('image_size', '')} px: "
+        f"{len(finding['losses'])} batches in {finding['seconds']:.1f} s ({finding['path']})."
+    )
+    if finding["suggestion"] is None:
+        st.info(finding["reason"], icon=":material/info:")
+        return
+    st.markdown(f"**Suggested learning rate: {finding['suggestion']:.2g}**, {finding['reason']}.")
+    st.button(
+        f"Use {finding['suggestion']:.2g} as the {finding['optimizer']} learning rate", icon=":material/input:",
+        on_click=use_learning_rate, args=(finding["optimizer"], finding["suggestion"]), key="use_lr",
+    )  # fmt: skip

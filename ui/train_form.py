@@ -1,0 +1,252 @@
+"""The Train form, made from ``TrainConfig``'s field metadata: label, help, choices, bounds, step, section, when.
+
+    config = train_form(dataset)      # draws the form, returns the TrainConfig it describes
+
+A widget never gets a default argument: its first value goes into the session first, so a preset or a button
+("Use 1e-4 as the learning rate") may set it later without Streamlit's warning. Adding an option to TrainConfig
+adds its widget here, with the bounds that ``validate`` checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import HEAD_LAYERS, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
+from core.dataset import Dataset
+from core.vgg16 import layer_table, unfrozen_mask
+from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
+
+FIELDS = {f.name: f for f in TrainConfig.describe()}
+DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adagrad": 0.01, "adadelta": 1.0, "adam": 0.001, "adamw": 0.001}
+WEIGHT_LABELS = {"imagenet": "ImageNet (downloaded once)", "none": "Random (no download)", "file": "Weights file (.h5)"}
+TWO_PHASE = f"{FORM_PREFIX}two_phase"
+FIRST_FINE_TUNE_EPOCHS = 10
+# What trains well from random weights: every layer, small images, Adam with a small step.
+RANDOM_PRESET = {"head": "gap", "image_size": 64, "optimizer": "adam", "learning_rate_adam": 1e-4, "batch_size": 16}
+
+
+def key(name: str) -> str:
+    """Widget key of a TrainConfig field (the learning rate has one per optimizer)."""
+    return f"{FORM_PREFIX}{name}"
+
+
+def widget(container, name: str, state_key: str | None = None, default: Any = None, **changes: Any) -> Any:
+    """The widget of field ``name`` as its metadata describes it; ``changes`` override single arguments."""
+    f = FIELDS[name]
+    m = f.metadata
+    k = state_key or key(name)
+    st.session_state.setdefault(k, f.default if default is None else default)
+    # persist_state="session": the value outlives a run that does not draw the widget (another page, a job view).
+    args = {
+        "label": m["label"],
+        "key": k,
+        "help": m["help"][0].upper() + m["help"][1:] + ".",
+        "persist_state": "session",
+    }
+    kind = changes.pop("kind", m["widget"])
+    if kind in ("select", "radio"):
+        args["options"] = m["choices"]
+    elif kind in ("slider", "number"):
+        args |= {"min_value": m["min"], "max_value": m["max"]}
+        if m["step"] is not None:
+            args["step"] = m["step"]
+        if m["format"]:
+            args["format"] = m["format"]
+    args |= changes
+    if kind in ("slider", "number"):  # a value kept from other settings (another head) may be out of range now
+        low, high, value = args["min_value"], args["max_value"], st.session_state[k]
+        inside = min(max(value, low if low is not None else value), high if high is not None else value)
+        if inside != value:
+            st.session_state[k] = inside
+    draw = {"select": container.selectbox, "radio": container.radio, "checkbox": container.checkbox,
+            "slider": container.slider, "number": container.number_input}[kind]  # fmt: skip
+    value = draw(**args)
+    return type(f.default)(value) if value is not None else f.default
+
+
+def random_weights_preset(num_classes: int) -> None:
+    for name, value in RANDOM_PRESET.items():
+        st.session_state[key(name)] = value
+    st.session_state[key("unfreeze")] = len(
+        layer_table(RANDOM_PRESET["head"], RANDOM_PRESET["image_size"], num_classes)
+    )
+
+
+def preset_applied() -> bool:
+    return all(st.session_state.get(key(n)) == v for n, v in RANDOM_PRESET.items())
+
+
+def two_phase_defaults(head: str) -> None:
+    """Turning two-phase on: phase 2 unfreezes at least the last convolution block (the Keras guide's idea)."""
+    if st.session_state.get(TWO_PHASE):
+        st.session_state[key("unfreeze")] = max(st.session_state[key("unfreeze")], min_fine_tune_unfreeze(head) + 2)
+
+
+def weights_section(column) -> str:
+    """The weights choice: 'imagenet', 'none', or the path of an uploaded .h5 file ('' until one is uploaded)."""
+    kind = widget(
+        column, "weights", kind="radio", options=list(WEIGHT_LABELS), format_func=WEIGHT_LABELS.get, default="imagenet"
+    )
+    if kind != "file":
+        return kind
+    upload = column.file_uploader("VGG16 weights (.h5)", type=["h5"], key="weights_upload")
+    if upload is not None:
+        target = session_dir() / "weights" / upload.name.replace("/", "_")
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(upload.getbuffer())
+        st.session_state[WEIGHTS_FILE] = str(target)
+    return st.session_state.get(WEIGHTS_FILE) or ""
+
+
+def random_weights_box(num_classes: int) -> None:
+    if preset_applied():
+        st.caption(
+            "Settings for random weights in use: every layer trains, on 64 px images. Expect lower accuracy than "
+            "from ImageNet weights: the network learns what edges and textures are from your images alone."
+        )
+        return
+    with st.container(border=True):
+        st.markdown(
+            "**Random weights know nothing about images yet.** Frozen, as in the tutorial's recipe, they leave the "
+            "head little to learn from: train every layer instead, on small images so it stays quick. Expect "
+            "lower accuracy than from ImageNet weights, most of all on real photos with few images per class."
+        )
+        st.button(
+            "Use settings for random weights", icon=":material/tune:", on_click=random_weights_preset,
+            args=(num_classes,), help=f"Head gap, {RANDOM_PRESET['image_size']} px, every layer unfrozen, Adam at "
+            f"{RANDOM_PRESET['learning_rate_adam']:g}, batch {RANDOM_PRESET['batch_size']}.",
+        )  # fmt: skip
+
+
+def model_section(ds: Dataset) -> dict[str, Any]:
+    st.subheader("Model")
+    c1, c2, c3 = st.columns(3)
+    values = {"weights": weights_section(c1)}
+    head = values["head"] = widget(c2, "head")
+    values["resize"] = widget(c3, "resize", horizontal=True)
+    if head == "vgg-fc":
+        values["image_size"] = VGG_FC_SIZE
+        c3.caption(f"Image size {VGG_FC_SIZE} px (the vgg-fc head needs it)")
+    else:
+        values["image_size"] = widget(c3, "image_size")
+    rows = layer_table(head, values["image_size"], len(ds.classes))
+    if values["weights"] == "none":
+        random_weights_box(len(ds.classes))
+    two_phase = st.toggle(
+        "Two-phase fine-tuning: train the new head first, then unfreeze the last K layers at a lower learning rate",
+        key=TWO_PHASE, on_change=two_phase_defaults, args=(head,), persist_state="session",
+        help="The Keras transfer-learning guide's recipe. Phase 1 trains only the layers the head adds, with every "
+        "VGG16 layer frozen, so the random new layers cannot wreck the pretrained features; phase 2 unfreezes the "
+        "last K layers and continues at a 10-100x lower learning rate.",
+    )  # fmt: skip
+    unfreeze = values["unfreeze"] = widget(st, "unfreeze", max_value=len(rows))
+    if two_phase:
+        st.caption(
+            f"Phase 1 trains the {head} head's {HEAD_LAYERS[head]} layers alone; phase 2 trains the last {unfreeze} "
+            f"layers (at least {min_fine_tune_unfreeze(head)}, so that it reaches into VGG16)."
+        )
+    mask = unfrozen_mask(len(rows), unfreeze)
+    table = pd.DataFrame(rows).assign(trainable=[m and r["params"] > 0 for m, r in zip(mask, rows, strict=True)])
+    trainable = int(table.loc[table.trainable, "params"].sum())
+    m1, m2 = st.columns(2)
+    m1.metric("Trainable parameters", f"{trainable:,}")
+    m2.metric("Frozen parameters", f"{int(table['params'].sum()) - trainable:,}")
+    with st.expander("Layers"):
+        st.dataframe(table, hide_index=True, width="stretch")
+    values["unfrozen_layers"] = [r["name"] for r, m in zip(rows, mask, strict=True) if m]
+    return values
+
+
+def optimizer_section() -> dict[str, Any]:
+    st.subheader("Optimizer")
+    o1, o2, o3 = st.columns(3)
+    opt = widget(o1, "optimizer")
+    values = {"optimizer": opt}
+    values["learning_rate"] = widget(o2, "learning_rate", key(f"learning_rate_{opt}"), DEFAULT_LR[opt])
+    probe = TrainConfig(optimizer=opt)
+    for name in ("momentum", "nesterov", "weight_decay"):
+        if probe.applies(name):
+            values[name] = widget(o3, name)
+    return values
+
+
+def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict[str, Any]:
+    st.subheader("Training")
+    t1, t2, t3 = st.columns(3)
+    values = {"epochs": widget(t1, "epochs", label="Epochs (phase 1)" if two_phase else "Epochs")}
+    values["batch_size"] = widget(t2, "batch_size")
+    has_val = any(it.split == "val" for it in ds.items)
+    values["validation_split"] = widget(t3, "validation_split", disabled=has_val)
+    if has_val:
+        t3.caption("The dataset has its own val/ folder, which is used as the validation set.")
+    if two_phase:
+        f1, f2 = st.columns(2)
+        values["fine_tune_epochs"] = widget(f1, "fine_tune_epochs", default=FIRST_FINE_TUNE_EPOCHS, min_value=1)
+        values["fine_tune_lr_divisor"] = divisor = widget(f2, "fine_tune_lr_divisor")
+        f2.caption(f"Phase 2 learning rate: {learning_rate / divisor:.2g}")
+    with st.expander("More options"):
+        columns = st.columns(4)
+        for column, name in zip(columns, ("early_stopping", "seed", "decay", "precision"), strict=True):
+            values[name] = widget(column, name)
+    return values
+
+
+def augmentation_section() -> dict[str, Any]:
+    st.subheader("Augmentation")
+    st.caption("Random changes to the training images, new every epoch; the validation images are never changed.")
+    columns = st.columns(3)
+    fields = TrainConfig.describe("augmentation")
+    return {f.name: widget(columns[i // 2], f.name) for i, f in enumerate(fields)}
+
+
+def train_form(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
+    """Draw the form; return the TrainConfig it describes, the names of the layers that train, and why the run
+    cannot get its weights (None when it can: the ways out are drawn under the model section)."""
+    model = model_section(ds)
+    unfrozen = model.pop("unfrozen_layers")
+    if problem := weights_problem(model["weights"], model["head"]):
+        weights_way_out(problem)
+    optimizer = optimizer_section()
+    training = training_section(ds, bool(st.session_state.get(TWO_PHASE)), optimizer["learning_rate"])
+    augment = augmentation_section()
+    values = {**model, **optimizer, **training, **augment}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known}), unfrozen, problem
+
+
+@st.cache_data(ttl=600, show_spinner="Checking that the ImageNet weights can be downloaded…")
+def _imagenet_problem(head: str) -> str | None:
+    from core.vgg16 import imagenet_problem
+
+    return imagenet_problem(head)
+
+
+def weights_problem(weights: str, head: str) -> str | None:
+    """Why this run cannot get its weights, in a sentence for the page; None when it can."""
+    if weights == "":
+        return "Upload a VGG16 weights file (.h5) above, or choose ImageNet or random weights."
+    if weights == "imagenet":
+        return _imagenet_problem(head)
+    return None
+
+
+def choose_weights(kind: str) -> None:
+    st.session_state[key("weights")] = kind
+
+
+def weights_way_out(problem: str) -> None:
+    """The problem, and the ways out as buttons right under it."""
+    st.error(problem, icon=":material/cloud_off:")
+    if st.session_state.get(key("weights")) != "imagenet":
+        return
+    c1, c2, _ = st.columns([1, 1, 2])
+    c1.button("Use random weights", icon=":material/casino:", on_click=choose_weights, args=("none",))
+    c2.button("Upload a weights file", icon=":material/upload_file:", on_click=choose_weights, args=("file",))
+    st.caption(
+        "A VGG16 weights file (.h5) downloaded on a machine with internet access works the same as the download: "
+        "the ImageNet file without the top layers for the small-fc and gap heads, the full one for vgg-fc."
+    )
