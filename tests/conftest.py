@@ -132,3 +132,15 @@ def no_speed_probe(request, monkeypatch):
         import core.speed
 
         monkeypatch.setattr(core.speed, "measure_in_background", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def fast_training(monkeypatch):
+    """Page tests: jobs run stand-ins for training and the learning-rate test (see pagetest.fake_train)."""
+    from pagetest import fake_lr_find, fake_train
+
+    import core.lrfind
+    import core.training
+
+    monkeypatch.setattr(core.training, "train", fake_train)
+    monkeypatch.setattr(core.lrfind, "lr_find", fake_lr_find)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from conftest import class_entries, make_zip
@@ -80,3 +81,67 @@ def copy_run(trained_run: Path, name: str | None = None, finished: str | None = 
     if finished:
         write_json(target / MARKER, {**read_json(target / MARKER), "finished": finished})
     return target
+
+
+# ---------------------------------------------------------------------------------------------- fast stand-ins
+
+# Page tests are about the page: the job machinery is real (registry, worker threads, events, stop), the training
+# it runs is a stand-in that reports like core.training.train and saves a run folder the pages can read. Real
+# training is tested in the core tests and, through the served app, in the browser test.
+BATCH_SECONDS = 0.02
+
+
+def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None):
+    from core import runs
+    from core.errors import Cancelled
+    from core.training import Event, Result, phases
+
+    run_dir = runs.claim_dir(out_dir)
+    batches, epoch, rows = 3, 0, []
+    total = config.total_epochs * batches
+    for phase in phases(config):
+        listener(Event("training", "plan", 0, total, 0.0, None, epoch=epoch + 1, phase=phase.number,
+                       message=f"Training the last {phase.unfreeze} layers (stand-in)."))  # fmt: skip
+        for _ in range(phase.epochs):
+            for batch in range(1, batches + 1):
+                if stop.is_set():
+                    break
+                time.sleep(BATCH_SECONDS)
+                done = epoch * batches + batch
+                listener(Event("training", "batch", done, total, 0.1, 1.0, epoch + 1, config.total_epochs, batch,
+                               batches, {"loss": 1.0 / done}, phase=phase.number))  # fmt: skip
+            if stop.is_set():
+                break
+            epoch += 1
+            logs = {"loss": 1 / epoch, "accuracy": 0.5, "val_loss": 1.1 / epoch, "val_accuracy": 0.5}
+            rows.append({**logs, **({"phase": phase.number} if phase.number else {})})
+            listener(Event("training", "epoch", epoch * batches, total, 0.1, 1.0, epoch, config.total_epochs,
+                           batches, batches, logs, phase=phase.number))  # fmt: skip
+    if not rows:
+        shutil.rmtree(run_dir)
+        raise Cancelled("Stopped before training started; nothing was saved.")
+    status = "stopped" if stop.is_set() else "completed"
+    metrics = {"val_accuracy": 0.5, "val_loss": 1.1 / epoch, "train_accuracy": 0.5, "train_loss": 1 / epoch,
+               "epochs_completed": epoch, "seconds": 0.1, "path": "stand-in"}  # fmt: skip
+    if config.two_phase and epoch > config.epochs:
+        metrics["phase2_start_epoch"] = config.epochs + 1
+    (run_dir / "model.keras").write_bytes(b"")
+    runs.write_json(run_dir / "classes.json", dataset.classes)
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    runs.write_json(run_dir / "metrics.json", metrics)
+    marker = {"format": runs.RUN_FORMAT, "version": runs.RUN_VERSION, "status": status,
+              "finished": "2024-01-01T00:00:00", "dataset": dataset.report.source, "val_accuracy": 0.5}  # fmt: skip
+    runs.write_json(run_dir / runs.MARKER, marker)
+    return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
+
+
+def fake_lr_find(dataset, config, progress=None, stop=None, **kwargs):
+    """A range test's result without the test: a loss that falls, then diverges, and a suggestion of 1e-3."""
+    from core.lrfind import LRFinding
+
+    rates = [10 ** (-7 + 8 * i / 39) for i in range(40)]
+    losses = [1.0 - 0.5 * i / 30 if i < 30 else 0.5 + (i - 30) for i in range(40)]
+    for i in range(1, len(rates) + 1):
+        progress("testing", i, len(rates))
+    return LRFinding(rates, losses, losses, 1e-3, "where the smoothed loss falls fastest", "end to end", 0.1,
+                     config.optimizer)  # fmt: skip

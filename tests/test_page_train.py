@@ -74,7 +74,7 @@ def start_training(at: AppTest, image_size: int = 32, epochs: int = 1) -> str:
     return job_id
 
 
-def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path):
+def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast_training):
     from core.jobs import COMPLETED, registry
     from core.runs import list_runs, runs_dir
 
@@ -136,7 +136,7 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path):
     button(at, "Start training")  # back to the form
 
 
-def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path):
+def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path, fast_training):
     from core.jobs import FINISHED, STOPPED, TRAINING, registry
 
     at = open_app("pages/train.py", dataset=load(tmp_path))
@@ -163,7 +163,7 @@ def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path):
     assert (job.run_dir / "model.keras").is_file()
 
 
-def test_second_run_waits_in_line_and_can_be_cancelled(tmp_path, monkeypatch):
+def test_second_run_waits_in_line_and_can_be_cancelled(tmp_path, monkeypatch, fast_training):
     from core.config import TrainConfig
     from core.jobs import CANCELLED, registry
 
