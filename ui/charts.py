@@ -8,6 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+EPOCH_AXIS = alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"))
 SETS = ["train", "validation"]
 SET_COLOURS = ["#1f77b4", "#ff7f0e"]
 
@@ -28,6 +29,16 @@ def class_counts(counts: dict[str, dict[str, int]]) -> alt.Chart:
     )
 
 
+def metric_axis(metric: str) -> alt.Y:
+    """A loss axis follows the data (from 0 it flattens curves that differ in the decimals); accuracy keeps 0-100 %."""
+    return alt.Y(
+        "value:Q",
+        title=metric,
+        scale=alt.Scale(zero=metric == "accuracy"),
+        axis=alt.Axis(format="%") if metric == "accuracy" else alt.Axis(),
+    )
+
+
 def epoch_curves(rows: list[dict], metric: str, title: str, phase2_start: int | None = None) -> alt.Chart:
     """Train vs validation ``metric`` per epoch (``loss`` or ``accuracy``), with a rule where phase 2 starts."""
     df = pd.DataFrame(rows)
@@ -39,14 +50,8 @@ def epoch_curves(rows: list[dict], metric: str, title: str, phase2_start: int | 
         alt.Chart(pd.DataFrame(data, columns=["epoch", "value", "set"]), title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            # A loss axis from 0 flattens curves that differ in the decimals; accuracy keeps its 0-100 % frame.
-            y=alt.Y(
-                "value:Q",
-                title=metric,
-                scale=alt.Scale(zero=metric == "accuracy"),
-                axis=alt.Axis(format="%") if metric == "accuracy" else alt.Axis(),
-            ),
+            x=EPOCH_AXIS,
+            y=metric_axis(metric),
             # Blue and orange: told apart where the curves cross, also by most colour-blind readers.
             color=alt.Color("set:N", title=None, scale=alt.Scale(domain=SETS, range=SET_COLOURS)),
             tooltip=["epoch", "set", alt.Tooltip("value:Q", format=".4f")],
@@ -219,13 +224,8 @@ def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train
         alt.Chart(df, title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y(
-                "value:Q",
-                title=metric,
-                axis=alt.Axis(format="%") if metric == "accuracy" else alt.Axis(),
-                scale=alt.Scale(zero=metric == "accuracy"),  # losses of similar runs differ in the decimals
-            ),
+            x=EPOCH_AXIS,
+            y=metric_axis(metric),
             # tableau10: neighbouring runs get clearly different hues (the theme's palette pairs two blues).
             color=alt.Color(
                 "run:N",
