@@ -203,11 +203,6 @@ class JobRegistry:
         with self._cond:
             return list(self._jobs.values())
 
-    def position(self, job_id: str) -> int:
-        """1 for the next job to start, 2 for the one after...; 0 when not waiting."""
-        with self._cond:
-            return self._waiting.index(job_id) + 1 if job_id in self._waiting else 0
-
     def ahead(self, job_id: str) -> int:
         """Runs that must start or finish before this queued one starts: those ahead in line, and those
         training now when every slot is taken. 0 once its worker has taken it."""

@@ -28,7 +28,7 @@ from keras import layers, ops
 from core import vgg16
 from core.config import TrainConfig
 from core.errors import UserError
-from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask  # noqa: F401  (also importable from here)
+from core.vgg16 import unfrozen_mask
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 _policy_lock = threading.Lock()

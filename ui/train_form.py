@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.config import HEAD_LAYERS, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.dataset import Dataset
-from core.vgg16 import layer_table, unfrozen_mask
+from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
 from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
 
 FIELDS = {f.name: f for f in TrainConfig.describe()}
@@ -220,9 +220,7 @@ def train_form(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
 
 @st.cache_data(ttl=600, show_spinner="Checking that the ImageNet weights can be downloaded…")
 def _imagenet_problem(head: str) -> str | None:
-    from core.vgg16 import imagenet_problem
-
-    return imagenet_problem(head)
+    return imagenet_problem(head)  # a network check: cached for ten minutes
 
 
 def weights_problem(weights: str, head: str) -> str | None:
