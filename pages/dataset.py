@@ -62,7 +62,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(report.classes))
 c2.metric("Images", f"{report.total:,}")
 c3.metric("Skipped files", len(report.skipped))
-c4.metric("Validation images", "its val/ folder" if report.layout == "split" else "held out when training")
+c4.metric("Validation images", "from its val/ folder" if report.layout == "split" else "held out when training")
 for warning in report.warnings:
     st.warning(warning, icon=":material/warning:")
 

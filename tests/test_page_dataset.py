@@ -93,3 +93,13 @@ def test_class_counts_are_shown_as_numbers(tmp_path):
     counts = at.dataframe[0].value
     assert counts.to_dict()["images"] == {"blue": 3, "green": 5, "red": 3}
     assert "**green** · 5 images" in texts(at.markdown)
+
+
+def test_a_zip_with_its_own_split_says_where_validation_images_come_from(tmp_path):
+    at = open_app()
+    entries = {**class_entries("train/", per_class=4), **class_entries("val/", per_class=2)}
+    at.file_uploader(key="dataset_upload").set_value(("s.zip", zip_bytes(tmp_path, entries), "application/zip")).run()
+    assert_clean(at)
+    assert metrics(at)["Validation images"] == "from its val/ folder"
+    counts = at.dataframe[0].value
+    assert counts.to_dict()["val"] == {"blue": 2, "red": 2} and counts.to_dict()["total"] == {"blue": 6, "red": 6}
