@@ -2,16 +2,26 @@
 
 import streamlit as st
 
+from core import UserError
 from ui import session
+from ui.jobs_views import sidebar_status
 
 st.set_page_config(page_title="Image classifier maker", page_icon=":material/image_search:", layout="wide")
 session.start()
-st.navigation(
+page = st.navigation(
     [
         st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_zip:", default=True),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
     ]
-).run()
+)
+with st.sidebar:
+    session.account()
+    sidebar_status()
+try:
+    page.run()
+except UserError as exc:  # the workspace database locked or damaged mid-run: a sentence, never a traceback
+    st.error(str(exc), icon=":material/error:")

@@ -1,10 +1,13 @@
-"""Command line: inspect a dataset, train a classifier, classify images, evaluate a run.
+"""Command line: inspect a dataset, train a classifier, classify images, evaluate a run, list saved datasets.
 
     python -m core inspect DATA.zip [--json]
+    python -m core datasets [--json]                  # the datasets saved on this server (by the app)
+    python -m core jobs [--json] [--all]              # queued, running and recently finished jobs
     python -m core train DATA.zip --out runs/ants --weights none --image-size 64 --epochs 2
     python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
     python -m core predict runs/ants photo.jpg --explain heatmaps/ [--explain-class ants]
     python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
+    python -m core train 3f2a9c0d41b7e655 --epochs 2  # a saved dataset's id works wherever DATA.zip does
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core cache [--clear]
     python -m core speed --image-size 96 [--precision auto]
@@ -22,14 +25,18 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from core import datasets
 from core.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
-from core.dataset import Limits, load_dataset
+from core.dataset import Dataset, Limits, human_size, load_dataset
 from core.errors import Cancelled, UserError
+
+DATA_HELP = "a .zip file, a folder of class folders, or the id of a dataset saved on this server"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inspect", help="check a dataset zip or folder and print its report")
-    p.add_argument("data", help="a .zip file or a folder of class folders")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_limit_flags(p)
 
     p = sub.add_parser("train", help="train a classifier and save it as a run")
-    p.add_argument("data", help="a .zip file or a folder of class folders")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--out", default=None, help="run folder to create (default: a new folder in the runs folder)")
     _add_config_flags(p)
     _add_limit_flags(p)
@@ -98,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data",
         nargs="?",
         default=None,
-        help="the dataset again (zip or folder): its test/ split, else its validation images "
-        "(default: the run's saved split, while its files still exist)",
+        help="the dataset again (zip, folder or saved dataset id): its test/ split, else its validation images "
+        "(default: the dataset the run was trained on while it is saved on this server, else the run's saved "
+        "split while its files still exist)",
     )
     p.add_argument(
         "--top-k", type=int, default=3, help="a hit when the true class is in the top K (default: %(default)s)"
@@ -109,13 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "lr-find", help="learning-rate range test: loss per batch as the rate grows, and a suggested rate"
     )
-    p.add_argument("data", help="a .zip file or a folder of class folders")
+    p.add_argument("data", help=DATA_HELP)
     _add_config_flags(p)
     _add_limit_flags(p)
     p.add_argument("--start-lr", type=float, default=LR_FIND_START, help="first learning rate (default: %(default)g)")
     p.add_argument("--end-lr", type=float, default=LR_FIND_END, help="last learning rate (default: %(default)g)")
     p.add_argument("--steps", type=int, default=LR_FIND_STEPS, help="batches in the test (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print every step as JSON")
+
+    p = sub.add_parser("datasets", help="list the datasets saved on this server, most recently used first")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = sub.add_parser("jobs", help="list the jobs on this server: queued, running and finished in the last day")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--all", action="store_true", help="every job ever recorded, not only the last day's")
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded images and frozen-layer features")
     p.add_argument("--clear", action="store_true", help="remove every cached entry")
@@ -146,7 +161,14 @@ def _bar_progress(desc: str, unit: str):
 
 def _load(args):
     limits = Limits(max_entries=args.max_entries, max_total_bytes=args.max_bytes, max_ratio=args.max_ratio)
-    return load_dataset(args.data, args.work_dir or args._tmp, limits, _bar_progress("reading dataset", "file"))
+    return _dataset(args.data, args.work_dir or args._tmp, limits)
+
+
+def _dataset(data: str, work_dir, limits: Limits | None = None) -> Dataset:
+    """A zip or a folder, or, when no such path exists, the id of a saved dataset (opened without a rescan)."""
+    if not Path(data).exists() and datasets.is_id(data):
+        return datasets.open_dataset(data)  # an unknown id: UnknownDataset, one line
+    return load_dataset(data, work_dir, limits, _bar_progress("reading dataset", "file"))
 
 
 def cmd_inspect(args) -> int:
@@ -323,14 +345,19 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from core.runs import check_run
+    from core.runs import check_run, read_run
 
     check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
     if args.top_k < 1:
         raise UserError(f"--top-k must be at least 1 (got {args.top_k}).")
     ds = None
     if args.data:
-        ds = load_dataset(args.data, args._tmp, progress=_bar_progress("reading dataset", "file"))
+        ds = _dataset(args.data, args._tmp)
+    elif datasets.exists(trained_on := read_run(args.run).dataset_id):
+        # The dataset the run was trained on is still saved: its held-out images, read from its record, with
+        # no rescan of the folder.
+        ds = datasets.open_dataset(trained_on)
+        print(f"evaluating on the saved dataset {ds.title} ({ds.id})", file=sys.stderr)
     from core.evaluate import FILE, evaluate_run
 
     ev = evaluate_run(args.run, ds, top_k=args.top_k, progress=_bar_progress("classifying", "img"))
@@ -358,6 +385,69 @@ def cmd_evaluate(args) -> int:
             )
     print(f"saved to {Path(args.run) / FILE}")
     return 0
+
+
+def cmd_datasets(args) -> int:
+    found = datasets.list_datasets()
+    if args.json:
+        iso = ("added", "last_used")
+        rows = [{k: _iso(v) if k in iso else v for k, v in s.to_dict().items()} for s in found]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"no saved datasets in {datasets.datasets_dir()}")
+        return 0
+    header = ("id", "name", "classes", "images", "size", "added", "by", "last used")
+    rows = [
+        (s.id, s.name, str(s.classes), str(s.images), human_size(s.bytes), _iso(s.added, " "),
+         s.added_by or "guest", _iso(s.last_used, " "))
+        for s in found
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from core.jobs import JobRegistry
+
+    found = JobRegistry(dispatch=False).jobs(recent=None if args.all else 24 * 3600)
+    if args.json:
+        keep = ("id", "kind", "state", "owner", "dataset_id", "dataset", "created", "started", "ended", "done", "total",
+                "epoch", "epochs", "eta", "error", "metrics", "restarted_as")  # fmt: skip
+        rows = [{k: getattr(j, k) for k in keep} | {"stopping": j.stopping} for j in found]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print("no jobs" + ("" if args.all else " in the last day (--all lists older ones)"))
+        return 0
+    header = ("id", "kind", "state", "by", "dataset", "progress", "created")
+    rows = [
+        (j.id, j.label, "stopping" if j.stopping else j.state, j.owner or "guest", j.dataset or "-", _job_progress(j),
+         _iso(j.created, " "))
+        for j in found
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _job_progress(job) -> str:
+    if job.finished:
+        acc = job.metrics.get("val_accuracy")
+        return f"val acc {acc:.1%}" if acc is not None else (job.error or "")[:60]
+    if not job.running:
+        return "-"
+    eta = f", ETA {round(job.eta)} s" if job.eta is not None else ""
+    if job.epochs and job.state == "training":
+        return f"epoch {job.epoch}/{job.epochs}{eta}"
+    return f"{job.stage or job.state} {job.done}/{job.total}{eta}"
+
+
+def _iso(seconds: float, sep: str = "T") -> str:
+    return time.strftime(f"%Y-%m-%d{sep}%H:%M" + (":%S" if sep == "T" else ""), time.localtime(seconds))
 
 
 def cmd_cache(args) -> int:
@@ -393,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         "predict": cmd_predict,
         "evaluate": cmd_evaluate,
         "cache": cmd_cache,
+        "datasets": cmd_datasets,
+        "jobs": cmd_jobs,
         "lr-find": cmd_lr_find,
         "speed": cmd_speed,
     }

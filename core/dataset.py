@@ -105,6 +105,13 @@ class Dataset:
     classes: list[str]
     items: list[Item]
     report: Report
+    id: str = ""  # the saved dataset's id (core.datasets), "" for one loaded straight from a zip or folder
+    name: str = ""  # the saved dataset's name, which its users may change; report.source stays the file's name
+
+    @property
+    def title(self) -> str:
+        """What to call the dataset on a page: its saved name, else its file's name."""
+        return self.name or self.report.source
 
     @property
     def has_split(self) -> bool:
@@ -175,7 +182,7 @@ def _extract_members(zf: zipfile.ZipFile, dest: Path, name: str, limits: Limits,
     declared = sum(info.file_size for info, _ in files)
     if declared > limits.max_total_bytes:
         raise UserError(
-            f"{name} unpacks to {_size(declared)}, more than the limit of {_size(limits.max_total_bytes)}; "
+            f"{name} unpacks to {human_size(declared)}, more than the limit of {human_size(limits.max_total_bytes)}; "
             "it may be a zip bomb."
         )
     for info, _ in files:
@@ -246,7 +253,8 @@ def _mkdir(folder: Path, info: zipfile.ZipInfo) -> None:
 def _ratio_error(info: zipfile.ZipInfo, name: str, limits: Limits, unpacked: int) -> UserError:
     return UserError(
         f"{info.filename!r} in {name} expands more than {limits.max_ratio:.0f} times (the limit), "
-        f"from {_size(info.compress_size)} to {'over ' if unpacked < info.file_size else ''}{_size(unpacked)}; "
+        f"from {human_size(info.compress_size)} to {'over ' if unpacked < info.file_size else ''}"
+        f"{human_size(unpacked)}; "
         "it may be a zip bomb."
     )
 
@@ -261,7 +269,7 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, tota
                 total += len(chunk)
                 if total > limits.max_total_bytes:
                     raise UserError(
-                        f"{name} unpacks to more than the limit of {_size(limits.max_total_bytes)}; "
+                        f"{name} unpacks to more than the limit of {human_size(limits.max_total_bytes)}; "
                         "it may be a zip bomb."
                     )
                 if written > limits.ratio_floor_bytes and written > limits.max_ratio * max(info.compress_size, 1):
@@ -280,7 +288,8 @@ def _stream_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, tota
     return total
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """'512 bytes', '3.4 MB', '1.2 GB': a size as people read it."""
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"

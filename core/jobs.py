@@ -1,59 +1,71 @@
-"""Process-wide jobs: a queue, worker threads, and progress that outlives page reruns.
+"""Jobs: heavy work (training, the learning-rate test, evaluation) queued and followed in the workspace database.
 
-    job = registry().submit(dataset, config, name="ants")
-    registry().get(job.id).snapshot()      # a JobSnapshot: state, progress, metrics so far, from any thread
-    registry().stop(job.id)                # honoured within one batch; the model so far is saved
-    task = registry().submit_task(LR_FIND, lambda report, stop: lr_find(ds, cfg, progress=report, stop=stop))
+    job = registry().submit(dataset, config, owner="ann@example.com")   # dataset: a saved one (dataset.id)
+    registry().get(job.id)               # a JobSnapshot: state, progress, epochs so far — from any tab or process
+    registry().stop(job.id, user)        # honoured within one batch; the model so far is saved
+    registry().submit_task(LR_FIND, {"config": config.to_dict()}, owner=..., dataset=dataset)
+    registry().restart(job.id, user)     # an interrupted job, queued again with the same settings
 
-Besides training, the learning-rate finder and evaluation run here too (``submit_task``): never in a page's
-script run, where a click elsewhere would kill them, and always within the same slots as training.
+A job is data, not a closure: its kind, its settings (JSON) and its saved dataset's id are a row of the ``jobs``
+table, so any process can start it and a restarted server finds it again. Every session reads jobs and their
+progress from the database; nothing about a job lives only in one process's memory.
 
-Training never runs inside a web page's script run, where a click or a rerun would kill it: each job has a
-worker thread that waits for its turn (at most ``max_running`` at once, first come first served; 2 CPU cores
-are not shared well), calls ``core.training.train`` and records every event under the job's lock.
-The job id is also the run folder's name, so a finished job is found again on disk.
+This process's dispatcher starts queued jobs, oldest first, while fewer than ``max_running`` run
+(``$CLASSIFIER_MAX_JOBS``, default 1: 2 CPU cores are not shared well); each runs on a worker thread that writes
+its progress (at most every ``FLUSH_SECONDS``, at once for an epoch, a stage or the end) and checks for a stop
+after every batch. A job whose process has gone (a server restart, a crash) is marked *interrupted*; the model
+files of a run appear only once complete, so nothing half-made is ever listed. The job id of a training is also
+its run folder's name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from core import runs
+from core import access, db, runs
 from core.config import TrainConfig
 from core.dataset import Dataset
 from core.errors import Cancelled, UserError
 
 log = logging.getLogger(__name__)
 MAX_JOBS_ENV = "CLASSIFIER_MAX_JOBS"
-MAX_BATCH_POINTS = 5000  # per-batch losses kept for the chart; older points are thinned
+MAX_BATCH_POINTS = 5000  # per-batch losses drawn in the chart; more are thinned evenly when read
+FLUSH_SECONDS = 0.5  # progress reaches the database at most this often (and at once for what matters)
+STOP_POLL_SECONDS = 0.25  # how often a worker looks for a stop asked by another process
+RECENT_SECONDS = 24 * 3600  # finished jobs shown in the jobs view
 
 TRAIN, LR_FIND, EVALUATE = "train", "lr_find", "evaluate"  # kinds of job
-QUEUED, READING, FEATURES, TRAINING = "queued", "reading", "features", "training"
+QUEUED, STARTING, READING, FEATURES, TRAINING = "queued", "starting", "reading", "features", "training"
 WORKING = "working"  # a task's state while it runs (its stage names what it does)
-COMPLETED, STOPPED, FAILED, CANCELLED = "completed", "stopped", "failed", "cancelled"
-FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED)
+COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "failed", "cancelled", "interrupted"
+FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
 KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation"}
-
-
-# A task reports progress as report(stage, done, total) and must honour ``stop``; it returns its result.
-Task = Callable[[Callable[[str, int, int], None], threading.Event], Any]
+_FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A consistent copy of a job's public state, for rendering."""
+    """A job as the database holds it now, for rendering."""
 
     id: str
     kind: str
     state: str
-    dataset: str
     owner: str
+    dataset_id: str | None
+    dataset: str  # the dataset's name
+    params: dict[str, Any]
+    created: float
+    started: float | None
+    ended: float | None
     elapsed: float
     done: int
     total: int
@@ -63,214 +75,482 @@ class JobSnapshot:
     batch: int
     batches: int
     eta: float | None
-    epoch_logs: list[dict[str, float]]
-    batch_losses: list[dict[str, float]]
     metrics: dict[str, Any]
     error: str | None
     path_reason: str
     phase2_start: int | None
-    stopping: bool  # a stop was asked for and the job has not finished yet
+    stop_asked: bool
+    restarted_as: str | None
     result: Any = None
+    epoch_logs: list[dict[str, float]] = field(default_factory=list)
+    batch_losses: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
 
-
-@dataclass
-class Job:
-    id: str
-    config: TrainConfig | None
-    dataset: Dataset | None
-    owner: str = ""
-    kind: str = TRAIN
-    task: Task | None = None
-    result: Any = None
-    stage: str = ""
-    _stage_start: float = 0.0
-    state: str = QUEUED
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    done: int = 0  # images read or batches trained, in the current stage
-    total: int = 0
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches: int = 0
-    eta: float | None = None
-    epoch_logs: list[dict[str, float]] = field(default_factory=list)
-    batch_losses: list[dict[str, float]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    path_reason: str = ""
-    phase2_start: int | None = None  # first epoch of phase 2 in a two-phase run
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for and the job has not finished yet."""
+        return self.stop_asked and not self.finished
 
     @property
-    def run_dir(self):
+    def running(self) -> bool:
+        return self.state not in FINISHED and self.state != QUEUED
+
+    @property
+    def run_dir(self) -> Path:
         return runs.runs_dir() / self.id
 
+    @property
+    def config(self) -> TrainConfig | None:
+        data = self.params.get("config")
+        return TrainConfig.from_dict(data) if data else None
+
+    @property
+    def label(self) -> str:
+        return KIND_NAMES.get(self.kind, self.kind)
+
+
+def _snapshot(row, points: list | None = None) -> JobSnapshot:
+    now = row["finished"] or time.time()
+    epoch_logs, batch_losses = [], []
+    for p in points or ():
+        (epoch_logs if p["kind"] == "epoch" else batch_losses).append(json.loads(p["data"]))
+    if len(batch_losses) > MAX_BATCH_POINTS:
+        step = -(-len(batch_losses) // MAX_BATCH_POINTS)
+        batch_losses = batch_losses[::step]
+    params = json.loads(row["params"])
+    return JobSnapshot(
+        id=row["id"], kind=row["kind"], state=row["state"], owner=row["owner"], dataset_id=row["dataset_id"],
+        dataset=row["dataset_name"], params=params, created=row["created"], started=row["started"],
+        ended=row["finished"], elapsed=(now - row["started"]) if row["started"] else 0.0, done=row["done"],
+        total=row["total"], stage=row["stage"], epoch=row["epoch"],
+        epochs=row["epochs"] or (TrainConfig.from_dict(params["config"]).total_epochs if "config" in params else 0),
+        batch=row["batch"], batches=row["batches"], eta=row["eta"], metrics=json.loads(row["metrics"]),
+        error=row["error"], path_reason=row["path_reason"], phase2_start=row["phase2_start"],
+        stop_asked=bool(row["stop"]), restarted_as=row["restarted_as"],
+        result=json.loads(row["result"]) if row["result"] else None, epoch_logs=epoch_logs,
+        batch_losses=batch_losses,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- the worker side
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for the same
+    process; '' where /proc is missing."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def worker_id(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def worker_alive(worker: str | None) -> bool:
+    """Whether the process named by ``worker_id`` still runs. A process on another machine counts as alive."""
+    if not worker:
+        return False
+    host, pid, start = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _process_start(int(pid)) == start
+
+
+class StopFlag(threading.Event):
+    """A stop for one job: set here, or asked for in the database by any process (seen within STOP_POLL_SECONDS)."""
+
+    def __init__(self, path: Path, job_id: str):
+        super().__init__()
+        self.path, self.job_id, self._checked = path, job_id, 0.0
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        now = time.monotonic()
+        if now - self._checked >= STOP_POLL_SECONDS:
+            self._checked = now
+            with db.connect(path=self.path) as con:
+                row = con.execute("SELECT stop FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
+            if row is None or row["stop"]:
+                self.set()
+        return super().is_set()
+
+
+class JobWriter:
+    """Progress of one job into the database, throttled: training events and task reports go through here."""
+
+    def __init__(self, path: Path, job_id: str):
+        self.path, self.job_id = path, job_id
+        self._fields: dict[str, Any] = {}
+        self._points: list[tuple[str, str]] = []
+        self._flushed = 0.0
+        self._stage, self._stage_start = "", 0.0
+        self._lock = threading.Lock()
+
+    def set(self, force: bool = False, **fields: Any) -> None:
+        with self._lock:
+            self._fields.update(fields)
+        self.flush(force)
+
+    def point(self, kind: str, data: dict) -> None:
+        with self._lock:
+            self._points.append((kind, json.dumps(data)))
+
+    def flush(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if not force and now - self._flushed < FLUSH_SECONDS:
+            return
+        with self._lock:
+            fields, points = self._fields, self._points
+            self._fields, self._points = {}, []
+        self._flushed = now
+        if not fields and not points:
+            return
+        with db.connect(write=True, path=self.path) as con:
+            if fields:
+                cols = ", ".join(f"{k} = ?" for k in fields)
+                con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), self.job_id))
+            con.executemany(
+                "INSERT INTO job_points (job_id, kind, data) VALUES (?, ?, ?)",
+                [(self.job_id, kind, data) for kind, data in points],
+            )
+
     def on_event(self, ev) -> None:
-        """Listener for ``core.training.train``: called from the worker thread."""
-        with self.lock:
-            self.state = ev.stage  # reading, features or training
-            if ev.kind == "plan":
-                self.path_reason = ev.message
-                if ev.phase == 2:
-                    self.phase2_start = ev.epoch
-            self.done, self.total, self.eta = ev.done, ev.total, ev.eta
-            self.epoch, self.epochs, self.batch, self.batches = ev.epoch, ev.epochs, ev.batch, ev.batches
-            if ev.kind == "batch" and "loss" in ev.logs:
-                self.batch_losses.append({"step": ev.done, "epoch": ev.epoch, "loss": ev.logs["loss"]})
-                if len(self.batch_losses) > MAX_BATCH_POINTS:
-                    self.batch_losses = self.batch_losses[::2]
-            elif ev.kind == "epoch":
-                self.epoch_logs.append({"epoch": ev.epoch, **ev.logs, **({"phase": ev.phase} if ev.phase else {})})
+        """Listener for ``core.training.train``."""
+        fields = dict(state=ev.stage, done=ev.done, total=ev.total, eta=ev.eta, epoch=ev.epoch, epochs=ev.epochs,
+                      batch=ev.batch, batches=ev.batches)  # fmt: skip
+        force = ev.kind in ("plan", "epoch") or ev.stage != self._stage
+        self._stage = ev.stage
+        if ev.kind == "plan":
+            fields["path_reason"] = ev.message
+            if ev.phase == 2:
+                fields["phase2_start"] = ev.epoch
+        if ev.kind == "batch" and "loss" in ev.logs:
+            self.point("batch", {"step": ev.done, "epoch": ev.epoch, "loss": ev.logs["loss"]})
+        elif ev.kind == "epoch":
+            self.point("epoch", {"epoch": ev.epoch, **ev.logs, **({"phase": ev.phase} if ev.phase else {})})
+        self.set(force, **fields)
 
     def report(self, stage: str, done: int, total: int) -> None:
         """A task's progress: counts and an ETA from the time this stage has taken so far."""
-        with self.lock:
-            if stage != self.stage:
-                self.stage, self._stage_start = stage, time.monotonic()
-            self.state = WORKING
-            elapsed = time.monotonic() - self._stage_start
-            self.done, self.total = done, total
-            self.eta = elapsed / done * (total - done) if done else None
+        if stage != self._stage:
+            self._stage, self._stage_start = stage, time.monotonic()
+        elapsed = time.monotonic() - self._stage_start
+        eta = elapsed / done * (total - done) if done else None
+        self.set(done == total, state=WORKING, stage=stage, done=done, total=total, eta=eta)
 
-    def snapshot(self) -> JobSnapshot:
-        with self.lock:
-            now = self.finished or time.time()
-            return JobSnapshot(
-                id=self.id,
-                kind=self.kind,
-                state=self.state,
-                dataset=self.dataset.report.source if self.dataset else "",
-                owner=self.owner,
-                elapsed=(now - self.started) if self.started else 0.0,
-                done=self.done,
-                total=self.total,
-                stage=self.stage,
-                epoch=self.epoch,
-                epochs=self.epochs or (self.config.total_epochs if self.config else 0),
-                batch=self.batch,
-                batches=self.batches,
-                eta=self.eta,
-                epoch_logs=list(self.epoch_logs),
-                batch_losses=list(self.batch_losses),
-                metrics=dict(self.metrics),
-                error=self.error,
-                path_reason=self.path_reason,
-                phase2_start=self.phase2_start,
-                stopping=self.stop_event.is_set() and self.state not in FINISHED,
-                result=self.result,
-            )
+
+def _open_dataset(dataset_id: str | None) -> Dataset | None:
+    if not dataset_id:
+        return None
+    from core.datasets import open_dataset
+
+    return open_dataset(dataset_id)
+
+
+def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: str, writer, stop) -> tuple:
+    """Do one job; returns (state, metrics, result)."""
+    if kind == TRAIN:
+        import core.training  # TensorFlow loads in the worker, never in a page's script run
+
+        config = TrainConfig.from_dict(params["config"])
+        out = runs.runs_dir() / job_id
+        result = core.training.train(dataset, config, out, writer.on_event, stop, owner=owner)
+        return result.status, result.metrics, None
+    if kind == LR_FIND:
+        import core.lrfind
+
+        finding = core.lrfind.lr_find(
+            dataset, TrainConfig.from_dict(params["config"]), progress=writer.report, stop=stop
+        )
+        return COMPLETED, {}, finding.to_dict()
+    if kind == EVALUATE:
+        from core.evaluate import evaluate_run
+
+        def progress(done: int, total: int) -> None:
+            if stop.is_set():
+                raise Cancelled("Evaluation stopped; nothing was saved.")
+            writer.report("classifying", done, total)
+
+        run = runs.find_run(params["run"])
+        if run is None:
+            raise UserError(f"The run {params['run']} was deleted before it could be evaluated.")
+        ev = evaluate_run(run.path, dataset, top_k=params.get("top_k", 3), progress=progress)
+        return COMPLETED, {"accuracy": ev.accuracy}, None
+    raise ValueError(f"Unknown job kind. Received: kind={kind!r}")
+
+
+def run_job(path: Path, job_id: str, stop: StopFlag | None = None) -> str:
+    """Run a job already claimed by this process (state 'starting') to its end; returns its final state.
+
+    Every outcome is written to the database: the result, a stop, a user's mistake in words, or a bug's type and
+    message (its traceback goes to the log). Nothing escapes, so a caller's thread or process lives on.
+    """
+    with db.connect(path=path) as con:
+        row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    writer, stop = JobWriter(path, job_id), stop or StopFlag(path, job_id)
+    state, error, metrics, result = FAILED, None, {}, None
+    try:
+        dataset = _open_dataset(row["dataset_id"])
+        state, metrics, result = _work(row["kind"], json.loads(row["params"]), dataset, job_id, row["owner"],
+                                       writer, stop)  # fmt: skip
+    except Cancelled:
+        state = CANCELLED
+    except UserError as exc:
+        error = getattr(exc, "short", None) or str(exc)  # the page's words where a remedy is the CLI's
+    except Exception as exc:  # a bug: keep the server alive, log the traceback, tell the user
+        log.exception("job %s failed", job_id)
+        error = f"The {KIND_NAMES.get(row['kind'], 'job')} failed unexpectedly: {type(exc).__name__}: {exc}"
+    writer.flush()
+    with db.connect(write=True, path=path) as con:
+        con.execute(
+            "UPDATE jobs SET state = ?, error = ?, metrics = ?, result = ?, finished = ? WHERE id = ?",
+            (state, error, json.dumps(metrics), json.dumps(result) if result is not None else None, time.time(),
+             job_id),
+        )  # fmt: skip
+        if state in (COMPLETED, STOPPED) and row["kind"] == TRAIN:
+            runs.index_run(con, job_id)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- the registry
 
 
 class JobRegistry:
-    def __init__(self, max_running: int | None = None):
-        self.max_running = max_running or int(os.environ.get(MAX_JOBS_ENV) or 1)
-        self._jobs: dict[str, Job] = {}
-        self._waiting: list[str] = []
-        self._running = 0
-        self._cond = threading.Condition()
+    """This process's view of the jobs in the workspace database, and its dispatcher of queued jobs."""
 
-    def submit(self, dataset: Dataset, config: TrainConfig, owner: str = "", name: str | None = None) -> Job:
+    def __init__(self, max_running: int | None = None, dispatch: bool = True):
+        """``dispatch=False``: read and change jobs only, never start one (the CLI, whose process soon ends)."""
+        self.max_running = max_running or int(os.environ.get(MAX_JOBS_ENV) or 1)
+        self.dispatch = dispatch
+        self._closed = False
+        self._stops: dict[str, StopFlag] = {}  # jobs running in this process
+        self._cond = threading.Condition()
+        self._recovered: set[Path] = set()
+        self._dispatcher: threading.Thread | None = None
+
+    # -- asking for work
+
+    def submit(self, dataset: Dataset, config: TrainConfig, owner: str = "", name: str | None = None) -> JobSnapshot:
         """Queue a training run; it starts as soon as a slot is free. Options are checked now, not later."""
         config.validate()
-        job = Job(id=runs.new_run_id(name or dataset.report.source), config=config, dataset=dataset, owner=owner)
-        return self._enqueue(job)
+        job_id = runs.new_run_id(name or dataset.report.source)
+        return self._insert(job_id, TRAIN, {"config": config.to_dict()}, owner, dataset)
 
-    def submit_task(self, kind: str, task: Task, owner: str = "", dataset: Dataset | None = None) -> Job:
-        """Queue other heavy work (the learning-rate finder, an evaluation) in the same slots as training."""
-        job = Job(id=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}", config=None,
-                  dataset=dataset, owner=owner, kind=kind, task=task)  # fmt: skip
-        return self._enqueue(job)
+    def submit_task(
+        self, kind: str, params: dict[str, Any], owner: str = "", dataset: Dataset | None = None
+    ) -> JobSnapshot:
+        """Queue other heavy work (the learning-rate test, an evaluation) in the same slots as training."""
+        if kind not in KIND_NAMES or kind == TRAIN:
+            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}. Received: kind={kind!r}")
+        job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+        return self._insert(job_id, kind, params, owner, dataset)
 
-    def _enqueue(self, job: Job) -> Job:
-        with self._cond:
-            self._jobs[job.id] = job
-            self._waiting.append(job.id)
-        threading.Thread(target=self._work, args=(job,), name=f"{job.kind}-{job.id}", daemon=True).start()
-        return job
+    def _insert(self, job_id, kind, params, owner, dataset: Dataset | None) -> JobSnapshot:
+        if dataset is not None and not getattr(dataset, "id", ""):
+            raise ValueError("A job's dataset must be a saved one (core.datasets), so any process can open it.")
+        with db.connect(write=True) as con:
+            con.execute(
+                "INSERT INTO jobs (id, kind, state, owner, dataset_id, dataset_name, params, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, QUEUED, owner, dataset.id if dataset else None,
+                 dataset.title if dataset else "", json.dumps(params), time.time()),
+            )  # fmt: skip
+        self._wake()
+        return self.get(job_id)
 
-    def get(self, job_id: str) -> Job | None:
-        with self._cond:
-            return self._jobs.get(job_id)
+    def restart(self, job_id: str, user: str = access.GUEST) -> JobSnapshot:
+        """Queue an interrupted (or failed, stopped) job again with the same settings; returns the new job."""
+        old = self.get(job_id)
+        if old is None:
+            raise UserError(f"There is no job {job_id} on this server.")
+        if not old.finished:
+            raise UserError(f"The {old.label} {job_id} has not finished; there is nothing to restart.")
+        dataset = _open_dataset(old.dataset_id)
+        if old.kind == TRAIN:
+            new = self.submit(dataset, old.config, owner=user or old.owner, name=dataset.report.source)
+        else:
+            new = self.submit_task(old.kind, old.params, owner=user or old.owner, dataset=dataset)
+        with db.connect(write=True) as con:
+            con.execute("UPDATE jobs SET restarted_as = ? WHERE id = ?", (new.id, job_id))
+        return new
 
-    def jobs(self) -> list[Job]:
-        with self._cond:
-            return list(self._jobs.values())
+    # -- reading
+
+    def get(self, job_id: str, points: bool = True) -> JobSnapshot | None:
+        self._ensure_started()
+        with db.connect() as con:
+            row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            pts = (
+                con.execute("SELECT kind, data FROM job_points WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+                if points
+                else None
+            )
+        return _snapshot(row, pts)
+
+    def jobs(self, recent: float | None = RECENT_SECONDS) -> list[JobSnapshot]:
+        """Queued and running jobs, and those finished within ``recent`` seconds (all when None); newest first."""
+        self._ensure_started()
+        since = 0.0 if recent is None else time.time() - recent
+        with db.connect() as con:
+            rows = con.execute(
+                f"SELECT * FROM jobs WHERE state NOT IN {_FINISHED_SQL} OR coalesce(finished, created) >= ? "
+                "ORDER BY created DESC, rowid DESC",
+                (since,),
+            ).fetchall()
+        return [_snapshot(r) for r in rows]
 
     def ahead(self, job_id: str) -> int:
-        """Runs that must start or finish before this queued one starts: those ahead in line, and those
-        training now when every slot is taken. 0 once its worker has taken it."""
-        with self._cond:
-            if job_id not in self._waiting:
+        """Jobs that must start or finish before this queued one starts: those ahead in line, and those running
+        now when every slot is taken. 0 once it has started."""
+        with db.connect() as con:
+            row = con.execute("SELECT state, created, rowid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["state"] != QUEUED:
                 return 0
-            place = self._waiting.index(job_id)
-            return place + (self._running if self._running >= self.max_running else 0)
+            before = con.execute(
+                "SELECT count(*) FROM jobs WHERE state = ? AND (created < ? OR (created = ? AND rowid < ?))",
+                (QUEUED, row["created"], row["created"], row["rowid"]),
+            ).fetchone()[0]
+            running = self._running_count(con)
+        return before + (running if running >= self.max_running else 0)
 
-    def stop(self, job_id: str) -> None:
-        job = self.get(job_id)
-        if job is None:
+    def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot:
+        """Block until the job has finished (for scripts and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            snap = self.get(job_id, points=False)
+            if snap is None:
+                raise KeyError(job_id)
+            if snap.finished:
+                return self.get(job_id)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {snap.state}")
+            time.sleep(0.1)
+
+    # -- changing
+
+    def stop(self, job_id: str, user: str = access.GUEST) -> None:
+        """Ask a job to stop (a queued one is cancelled at once). Only its owner or an admin may."""
+        snap = self.get(job_id, points=False)
+        if snap is None or snap.finished:
             return
-        job.stop_event.set()
+        access.check(user, snap.owner, f"stop the {snap.label} {job_id}")
+        with db.connect(write=True) as con:
+            con.execute("UPDATE jobs SET stop = 1 WHERE id = ?", (job_id,))
+            con.execute(
+                "UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state = ?",
+                (CANCELLED, time.time(), job_id, QUEUED),
+            )
+        if flag := self._stops.get(job_id):
+            flag.set()
+
+    # -- dispatching
+
+    def _wake(self) -> None:
+        self._ensure_started()
         with self._cond:
             self._cond.notify_all()
 
-    def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job has finished (for scripts and tests)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._jobs[job_id]
-        with self._cond:
-            while job.state not in FINISHED:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"job {job_id} still {job.state}")
-                self._cond.wait(left)
-        return job
+    def _ensure_started(self) -> None:
+        path = db.db_path()
+        if path not in self._recovered:
+            with self._cond:
+                if path not in self._recovered:
+                    recover(path)
+                    self._recovered.add(path)
+        if self.dispatch and not self._closed and (self._dispatcher is None or not self._dispatcher.is_alive()):
+            with self._cond:
+                if self._dispatcher is None or not self._dispatcher.is_alive():
+                    self._dispatcher = threading.Thread(target=self._dispatch, name="job-dispatcher", daemon=True)
+                    self._dispatcher.start()
 
-    def _work(self, job: Job) -> None:
+    @staticmethod
+    def _running_count(con) -> int:
+        return con.execute(f"SELECT count(*) FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ?",
+                           (QUEUED,)).fetchone()[0]  # fmt: skip
+
+    def _claim(self, path: Path) -> str | None:
+        """Take the oldest queued job when a slot is free (in one write transaction: two processes never take
+        the same job, nor more than the slots)."""
+        with db.connect(write=True, path=path) as con:
+            if self._running_count(con) >= self.max_running:
+                return None
+            row = con.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created, rowid LIMIT 1",
+                              (QUEUED,)).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            con.execute("UPDATE jobs SET state = ?, started = ?, worker = ? WHERE id = ?",
+                        (STARTING, time.time(), worker_id(), row["id"]))  # fmt: skip
+            return row["id"]
+
+    def close(self) -> None:
+        """Start no more jobs (those running go on to their end)."""
+        self._closed = True
         with self._cond:
-            while not job.stop_event.is_set() and (self._waiting[0] != job.id or self._running >= self.max_running):
-                self._cond.wait()
-            self._waiting.remove(job.id)
-            if job.stop_event.is_set():  # stopped while still queued: nothing to save
-                self._finish(job, CANCELLED)
-                return
-            self._running += 1
-            self._cond.notify_all()  # the next in line may also fit
-        job.started = time.time()
-        state, error, metrics = FAILED, None, {}
+            self._cond.notify_all()
+
+    def _dispatch(self) -> None:
+        while not self._closed:
+            path = db.db_path()
+            try:
+                job_id = self._claim(path) if path.exists() else None
+            except UserError:
+                log.warning("the workspace database cannot be read; retrying", exc_info=True)
+                job_id = None
+            if job_id is None:
+                with self._cond:
+                    if not self._closed:
+                        self._cond.wait(1.0)  # woken by a submit or a finish; one queued elsewhere waits ≤1 s
+                continue
+            flag = self._stops[job_id] = StopFlag(path, job_id)
+            threading.Thread(target=self._run, args=(path, job_id, flag), name=f"job-{job_id}", daemon=True).start()
+
+    def _run(self, path: Path, job_id: str, flag: StopFlag) -> None:
         try:
-            if job.task is not None:
-                job.result = job.task(job.report, job.stop_event)
-                state = COMPLETED
-            else:
-                from core.training import train  # TensorFlow loads in the worker, never in a page's script run
+            run_job(path, job_id, flag)
+        except Exception:  # the database itself failed: the job stays as it was and is found interrupted later
+            log.exception("job %s could not record its end", job_id)
+        finally:
+            self._stops.pop(job_id, None)
+            self._wake()
 
-                result = train(job.dataset, job.config, job.run_dir, job.on_event, job.stop_event)
-                state, metrics = result.status, result.metrics
-        except Cancelled:
-            state = CANCELLED
-        except UserError as exc:
-            error = getattr(exc, "short", None) or str(exc)  # the page's words where a remedy is the CLI's
-        except Exception as exc:  # a bug: keep the server alive, log the traceback, tell the user
-            log.exception("job %s failed", job.id)
-            error = f"The {KIND_NAMES[job.kind]} failed unexpectedly: {type(exc).__name__}: {exc}"
-        with self._cond:
-            self._running -= 1
-            job.metrics = metrics
-            job.error = error
-            self._finish(job, state)
 
-    def _finish(self, job: Job, state: str) -> None:
-        with job.lock:
-            job.state = state
-            job.finished = time.time()
-        self._cond.notify_all()
+def recover(path: Path | None = None) -> list[str]:
+    """Mark jobs whose process has gone as interrupted (a server restart, a crash); returns their ids.
+
+    A training's run folder without its marker holds nothing usable and is removed; a complete one stays.
+    """
+    path = path or db.db_path()
+    if not path.exists():
+        return []
+    with db.connect(write=True, path=path) as con:
+        rows = con.execute(f"SELECT id, kind, worker FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ?",
+                           (QUEUED,)).fetchall()  # fmt: skip
+        gone = [r for r in rows if not worker_alive(r["worker"])]
+        for r in gone:
+            con.execute(
+                "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                (INTERRUPTED, time.time(), "The server stopped while this job ran; nothing of it was saved.", r["id"]),
+            )
+    for r in gone:
+        folder = runs.runs_dir() / r["id"]
+        if r["kind"] == TRAIN and folder.is_dir() and not runs.is_run(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    return [r["id"] for r in gone]
 
 
 _registry: JobRegistry | None = None
@@ -284,30 +564,3 @@ def registry() -> JobRegistry:
         if _registry is None:
             _registry = JobRegistry()
         return _registry
-
-
-def lr_find_task(dataset: Dataset, config: TrainConfig) -> Task:
-    """The learning-rate range test as a job's task; its result is the ``LRFinding``."""
-
-    def task(report: Callable[[str, int, int], None], stop: threading.Event):
-        from core.lrfind import lr_find  # TensorFlow loads in the worker
-
-        return lr_find(dataset, config, progress=report, stop=stop)
-
-    return task
-
-
-def evaluate_task(run_dir, dataset: Dataset | None, top_k: int) -> Task:
-    """An evaluation as a job's task: it saves evaluation.json in the run folder and returns the ``Evaluation``."""
-
-    def task(report: Callable[[str, int, int], None], stop: threading.Event):
-        from core.evaluate import evaluate_run
-
-        def progress(done: int, total: int) -> None:
-            if stop.is_set():
-                raise Cancelled("Evaluation stopped; nothing was saved.")
-            report("classifying", done, total)
-
-        return evaluate_run(run_dir, dataset, top_k=top_k, progress=progress)
-
-    return task

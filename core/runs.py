@@ -17,6 +17,7 @@ The location is ``$CLASSIFIER_RUNS_DIR`` (default ``./runs``). Only folders carr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import access, db
 from core.config import TrainConfig
 from core.errors import UserError
 
@@ -106,13 +108,22 @@ def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: r.get("finished", ""), reverse=True)
 
 
-def delete_run(path: str | os.PathLike) -> None:
-    """Delete a saved run folder (only one that carries the marker), and drop its model if one is loaded."""
+def delete_run(path: str | os.PathLike, user: str = access.GUEST) -> None:
+    """Delete a saved run folder (only one that carries the marker), and drop its model if one is loaded.
+
+    Only the run's owner or an admin may (``core.access``); a run trained without sign-in is everyone's.
+    """
     path = Path(path)
     # The marker is enough: a listed run that lost classes.json (or any other file) must stay deletable.
     if not (path.is_dir() and is_run(path)):
         raise UserError(f"{path} is not a run saved by this app (no {MARKER}); only saved runs can be deleted.")
+    access.check(user, str(read_json(path / MARKER).get("owner") or ""), f"delete the run {path.name}")
     shutil.rmtree(path)
+    try:
+        with db.connect(write=True) as con:
+            con.execute("DELETE FROM runs WHERE id = ?", (path.name,))
+    except UserError:  # the folder is the source of truth: the index catches up at its next sync
+        pass
     if (predict := sys.modules.get("core.predict")) is not None:  # loaded models only: never load TensorFlow here
         predict.forget(path)
 
@@ -130,6 +141,8 @@ class RunInfo:
     classes: list[str]
     config: TrainConfig
     metrics: dict[str, Any] = field(default_factory=dict)
+    owner: str = ""  # the e-mail of whoever trained it when signed in; '' = everyone's
+    dataset_id: str = ""  # the saved dataset it was trained on (core.datasets), "" when trained from a zip path
 
     @property
     def val_accuracy(self) -> float | None:
@@ -161,6 +174,7 @@ class RunInfo:
             "weights": self.config.weights if self.config.weights in ("imagenet", "none") else "file",
             "image_size": self.config.image_size,
             "optimizer": self.config.optimizer,
+            "owner": self.owner,
         }
 
 
@@ -186,11 +200,16 @@ def read_run(path: str | os.PathLike) -> RunInfo:
         classes=list(classes) if isinstance(classes, list) else [],
         config=TrainConfig.from_dict(_optional_json(path / "config.json", {})),
         metrics=_optional_json(path / "metrics.json", {}) or {},
+        owner=str(marker.get("owner") or ""),
+        dataset_id=str(marker.get("dataset_id") or ""),
     )
 
 
 def run_infos(parent: Path | None = None) -> list[RunInfo]:
     """Every complete saved run, newest first (a run whose files cannot be read is left out)."""
+    if parent is None:
+        with contextlib.suppress(UserError):  # the folders are the record: an unusable database changes nothing
+            sync_index()
     found = []
     for summary in list_runs(parent):
         try:
@@ -209,6 +228,35 @@ def find_run(run_id: str, parent: Path | None = None) -> RunInfo | None:
         return read_run(path) if path.is_dir() and (path / "model.keras").is_file() else None
     except (UserError, OSError, ValueError, TypeError):
         return None
+
+
+def index_run(con, run_id: str) -> None:
+    """Add or refresh one run in the database's index of the runs folder (inside the caller's transaction)."""
+    path = runs_dir() / run_id
+    if not is_run(path):
+        con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        return
+    m = read_json(path / MARKER)
+    con.execute(
+        "INSERT OR REPLACE INTO runs (id, dataset_id, owner, status, finished, val_accuracy) VALUES (?, ?, ?, ?, ?, ?)",
+        (run_id, m.get("dataset_id"), m.get("owner") or "", m.get("status", ""), m.get("finished", ""),
+         m.get("val_accuracy")),
+    )  # fmt: skip
+
+
+def sync_index() -> None:
+    """Bring the index in step with the runs folder, the source of truth: runs copied in or trained by the CLI are
+    added, deleted folders dropped."""
+    on_disk = {r["id"] for r in list_runs()}
+    with db.connect() as con:
+        indexed = {row["id"] for row in con.execute("SELECT id FROM runs")}
+    if on_disk == indexed:
+        return
+    with db.connect(write=True) as con:
+        for run_id in indexed - on_disk:
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        for run_id in on_disk - indexed:
+            index_run(con, run_id)
 
 
 def history(path: str | os.PathLike) -> list[dict[str, float]]:

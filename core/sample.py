@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 CLASSES = {"circle": (220, 60, 50), "square": (50, 160, 70), "triangle": (60, 90, 210)}
+FIXED_DATE = (2016, 6, 1, 0, 0, 0)  # the zip's entries' date: any fixed one
 
 
 def make_sample_image(cls: str, seed: int = 0, size: int = 128) -> Image.Image:
@@ -39,7 +40,10 @@ def make_sample_image(cls: str, seed: int = 0, size: int = 128) -> Image.Image:
 
 
 def make_sample_zip(path: str | Path, per_class: int = 40, size: int = 128, seed: int = 0) -> Path:
-    """Write the sample dataset as a zip of class folders (``sample/<class>/<n>.jpg``) and return its path."""
+    """Write the sample dataset as a zip of class folders (``sample/<class>/<n>.jpg``) and return its path.
+
+    The same arguments always give the same bytes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
@@ -47,5 +51,9 @@ def make_sample_zip(path: str | Path, per_class: int = 40, size: int = 128, seed
             for i in range(per_class):
                 buf = io.BytesIO()
                 make_sample_image(cls, seed=seed * 100_003 + k * 10_007 + i, size=size).save(buf, "JPEG", quality=90)
-                zf.writestr(f"sample/{cls}/{cls}_{i:03d}.jpg", buf.getvalue())
+                # A fixed date and mode make the zip the same byte for byte on every call, so "Use the sample
+                # dataset" from any session is the one saved dataset (core.datasets keys datasets by content).
+                info = zipfile.ZipInfo(f"sample/{cls}/{cls}_{i:03d}.jpg", date_time=FIXED_DATE)
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
     return path

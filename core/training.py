@@ -194,6 +194,7 @@ def train(
     listener: Listener | None = None,
     stop: threading.Event | None = None,
     cache: ArrayCache | None = None,
+    owner: str = "",
 ) -> Result:
     """Train a classifier on ``dataset`` and save it as a run folder (``out_dir`` or a new one under the runs folder).
 
@@ -208,7 +209,7 @@ def train(
     stop = stop or threading.Event()
     run_dir = runs.claim_dir(out_dir) if out_dir else runs.new_run_dir(dataset.report.source)
     try:
-        return _train(dataset, config, run_dir, listener, stop, cache or ArrayCache())
+        return _train(dataset, config, run_dir, listener, stop, cache or ArrayCache(), owner)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -232,7 +233,9 @@ def phases(config: TrainConfig) -> list[Phase]:
     ]
 
 
-def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop, cache: ArrayCache) -> Result:
+def _train(
+    dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop, cache: ArrayCache, owner: str = ""
+) -> Result:
     started = time.time()
     keras.utils.set_random_seed(config.seed)
     train_idx, val_idx = split_dataset(dataset, config)
@@ -364,7 +367,7 @@ def _train(dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop,
         if stats["misses"]:
             metrics["feature_images_per_second"] = round(stats["misses"] / max(stats["feature_seconds"], 1e-9), 2)
     record_run_pace(config, metrics, status)  # later estimates learn from this run's measured pace
-    _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started)
+    _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started, owner)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
 
 
@@ -379,7 +382,7 @@ def augmentation_summary(config: TrainConfig) -> str:
     return ", ".join(parts)
 
 
-def _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started) -> None:
+def _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started, owner="") -> None:
     model.save(run_dir / "model.keras")
     runs.write_json(run_dir / "classes.json", dataset.classes)
     runs.write_json(run_dir / "config.json", config.to_dict())
@@ -404,6 +407,8 @@ def _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, 
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "dataset": dataset.report.source,
+            "dataset_id": dataset.id,  # the saved dataset (core.datasets), "" when trained from a zip path
+            "owner": owner,  # who may delete it when sign-in is on ('' = everyone's)
             "classes": len(dataset.classes),
             "head": config.head,
             "weights": config.weights if config.weights in ("imagenet", "none") else "file",

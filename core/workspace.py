@@ -1,9 +1,10 @@
-"""Per-session work folders for uploads and extracted datasets.
+"""The workspace folder: saved datasets and the workspace database for everyone, a work folder per session.
 
     folder = session_dir(session_id)      # work/<session id>/, created on demand
 
-The root is ``$CLASSIFIER_WORK_DIR`` (default ``./work``). Folders untouched for a day are removed when a
-new session starts, so abandoned uploads do not pile up on a shared server.
+The root is ``$CLASSIFIER_WORK_DIR`` (default ``./work``); saved datasets live in its ``datasets/`` (core.datasets).
+Session folders untouched for a day are removed when a new session starts, so abandoned uploads do not pile up on
+a shared server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 WORK_ENV = "CLASSIFIER_WORK_DIR"
 MAX_AGE = 24 * 3600
+# Folders of the workspace that belong to everyone, not to one session: prune() leaves them alone.
+SHARED = frozenset({"datasets"})
 
 
 def work_root() -> Path:
@@ -32,11 +35,13 @@ def session_dir(session_id: str) -> Path:
 
 
 def prune(max_age: float = MAX_AGE) -> None:
-    """Remove session folders not used for ``max_age`` seconds."""
+    """Remove session folders not used for ``max_age`` seconds (never the shared ones, such as saved datasets)."""
     root = work_root()
     if not root.is_dir():
         return
     cutoff = time.time() - max_age
     for path in root.iterdir():
+        if path.name in SHARED:
+            continue
         if path.is_dir() and path.stat().st_mtime < cutoff:
             shutil.rmtree(path, ignore_errors=True)

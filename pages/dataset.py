@@ -1,47 +1,133 @@
-"""Dataset: upload a zip of class folders (or take the sample) and see what is in it."""
+"""Dataset: upload a zip of class folders (or take the sample), keep it on the server, and see what is in it.
+
+Every dataset is saved once on the server (core.datasets) and named in the address (``?dataset=<id>``): a reload,
+a new tab or a colleague's link shows the same one. The saved datasets are listed with who added them; their
+owner (or an admin, or anyone for what a guest added) may rename or delete them.
+"""
 
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core import UserError
-from core.dataset import load_dataset
+from core import UserError, access, datasets
+from core.dataset import human_size
 from core.images import load_image
 from core.sample import make_sample_zip
 from ui import charts, session
-from ui.session import DATASET, DATASET_KEY, UPLOAD, USE_SAMPLE, ProgressBar, plural, session_dir
+from ui.session import (
+    DATASET_DELETE,
+    DATASET_KEY,
+    DATASET_NEW_NAME,
+    DATASET_OPENED,
+    DATASET_RENAME,
+    UPLOAD,
+    USE_SAMPLE,
+    ProgressBar,
+    plural,
+    session_dir,
+)
 
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 128
 
 
-def ingest(path, key: str) -> None:
-    """Load the zip; on a user error keep the dataset loaded before, and say so."""
+def when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+def who(user: str) -> str:
+    return user or "a guest"
+
+
+def label(saved: datasets.SavedDataset) -> str:
+    return f"{saved.name} · {plural(saved.classes, 'class', 'classes')} · {plural(saved.images, 'image')} · {saved.id}"
+
+
+def ingest(path: Path, key: str) -> None:
+    """Save the zip on the server and show it; on a user error keep the dataset chosen before, and say so."""
+    previous = st.session_state.get(DATASET_OPENED)
     bar = ProgressBar("Reading the dataset")
     try:
-        st.session_state[DATASET] = load_dataset(path, session_dir(), progress=bar)
+        saved = datasets.save_zip(path, owner=session.user(), progress=bar)
+        session.set_dataset(datasets.open_dataset(saved.id))
+        if saved.removed:
+            st.info(
+                "To keep the saved datasets within this server's disk space, the least recently used were removed: "
+                f"{', '.join(saved.removed)}.",
+                icon=":material/auto_delete:",
+            )
     except UserError as exc:
-        previous = st.session_state.get(DATASET)
-        kept = f" The dataset loaded before, **{previous.report.source}**, is still in use." if previous else ""
+        kept = f" The dataset loaded before, **{previous.title}**, is still in use." if previous else ""
         st.error(f"{exc}{kept}", icon=":material/error:")
     finally:
         st.session_state[DATASET_KEY] = key  # the same file is not read again on every rerun
+        path.unlink(missing_ok=True)  # the saved dataset holds what it needs
         bar.empty()
+
+
+def rename(saved: datasets.SavedDataset) -> None:
+    try:
+        renamed = datasets.rename(saved.id, st.session_state[f"{DATASET_NEW_NAME}_{saved.id}"], session.user())
+    except UserError as exc:
+        session.flash(str(exc), error=True)
+        return
+    st.session_state.pop(DATASET_OPENED, None)  # opened again, with its new name
+    session.flash(f"Renamed the dataset {saved.name} to {renamed.name}.")
+
+
+def delete(saved: datasets.SavedDataset, force: bool) -> None:
+    try:
+        datasets.delete(saved.id, session.user(), force=force)
+    except UserError as exc:
+        session.flash(str(exc), error=True)
+        return
+    if st.session_state.get(session.DATASET) == saved.id:
+        session.forget_dataset()
+    session.flash(f"Deleted the dataset {saved.name}.")
+
+
+def manage(saved: datasets.SavedDataset) -> None:
+    """Rename and Delete for whoever may change the dataset; who may, for everyone else."""
+    if not access.may_change(session.user(), saved.added_by):
+        st.caption(f"Only {saved.added_by} or an admin may rename or delete this dataset.")
+        return
+    c1, c2, _ = st.columns([1, 1, 4])
+    with c1.popover("Rename", icon=":material/edit:"):
+        st.text_input("New name", value=saved.name, max_chars=datasets.MAX_NAME, key=f"{DATASET_NEW_NAME}_{saved.id}")
+        st.button("Save the name", key=DATASET_RENAME, on_click=rename, args=(saved,))
+    with c2.popover("Delete", icon=":material/delete:"):
+        warning = datasets.deletion_warning(saved.id)
+        st.markdown(
+            f"Delete the dataset **{saved.name}** ({plural(saved.images, 'image')}, {human_size(saved.bytes)}) "
+            "from this server, for everyone?"
+        )
+        if warning:
+            st.warning(warning, icon=":material/warning:")
+        st.button(
+            "Delete anyway" if warning else "Delete",
+            key=DATASET_DELETE,
+            type="primary",
+            on_click=delete,
+            args=(saved, bool(warning)),
+        )
 
 
 session.page()
 st.title("Dataset")
 st.markdown(
     "Put your photos in **one folder per class** (`cats/…`, `dogs/…`), zip them and drop the zip here. "
-    "A `train/` + `val/` split inside the zip is used as given."
+    "A `train/` + `val/` split inside the zip is used as given. Every dataset is kept on this server, once, "
+    "for everyone on it."
 )
 left, right = st.columns([3, 1], vertical_alignment="center")
 upload = left.file_uploader("Zip of class folders", type=["zip"], key=UPLOAD)
 use_sample = right.button("Use the sample dataset", key=USE_SAMPLE, icon=":material/science:")
 
 if use_sample:
+    # The sample is drawn the same, byte for byte, every time: every session gets the one saved sample.
     ingest(make_sample_zip(session_dir() / "sample.zip"), "sample")
 elif upload is not None and st.session_state.get(DATASET_KEY) != upload.file_id:
     # Keep the user's file name: it names the dataset on every page and the runs trained on it.
@@ -51,13 +137,59 @@ elif upload is not None and st.session_state.get(DATASET_KEY) != upload.file_id:
     target.write_bytes(upload.getbuffer())
     ingest(target, upload.file_id)
 
-ds = st.session_state.get(DATASET)
-if ds is None:
+ds = session.dataset()
+try:
+    saved_list = datasets.list_datasets()
+except UserError as exc:
+    st.error(str(exc), icon=":material/error:")
+    st.stop()
+if not saved_list:
     st.info("No dataset yet: drop a zip above, or press **Use the sample dataset** to try the app.")
     st.stop()
 
+st.subheader("Saved datasets")
+by_id = {s.id: s for s in saved_list}
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "name": s.name,
+                "classes": s.classes,
+                "images": s.images,
+                "size": human_size(s.bytes),
+                "added": when(s.added),
+                "by": who(s.added_by),
+                "last used": when(s.last_used),
+            }
+            for s in saved_list
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
+current = ds.id if ds is not None and ds.id in by_id else None
+picked = st.selectbox(
+    "Show",
+    list(by_id),
+    index=list(by_id).index(current) if current else None,
+    format_func={item.id: label(item) for item in saved_list}.get,
+    placeholder="Choose a saved dataset",
+)
+if picked and picked != current:
+    st.query_params[session.DATASET_PARAM] = picked
+    ds = session.dataset()
+if ds is None:
+    st.info("Choose a saved dataset above, drop a zip, or press **Use the sample dataset**.")
+    st.stop()
+
 report = ds.report
-st.subheader(report.source)
+st.subheader(ds.title)
+if saved := by_id.get(ds.id):
+    st.caption(
+        f"From {saved.source} · added {when(saved.added)} by {who(saved.added_by)} · {human_size(saved.bytes)} "
+        f"on the server · id `{saved.id}`"
+    )
+    manage(saved)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(report.classes))
 c2.metric("Images", f"{report.total:,}")

@@ -4,10 +4,11 @@ from functools import partial
 
 import streamlit as st
 
+from core import datasets
 from core.runs import export_zip, run_infos
 from ui import charts, session
 from ui.runs_views import cache_panel, compare_section, delete_button, runs_table
-from ui.session import RUN_PARAM
+from ui.session import DATASET_PARAM, RUN_PARAM, SETTINGS_FROM
 
 session.page()
 st.title("Runs")
@@ -28,6 +29,11 @@ if rows:
 with st.expander("Settings"):
     st.json(run.config.to_dict())
 
+if run.dataset_id and datasets.exists(run.dataset_id):
+    st.page_link("pages/train.py", label="Train again with these settings", icon=":material/replay:",
+                 query_params={DATASET_PARAM: run.dataset_id, SETTINGS_FROM: run.id})  # fmt: skip
+else:
+    st.caption("Its dataset is no longer saved on this server: to train again, upload the zip on Dataset.")
 c0, c1, c2, c3 = st.columns(4)
 c0.page_link("pages/evaluate.py", label="Evaluate this run", icon=":material/fact_check:",
              query_params={RUN_PARAM: run.id})  # fmt: skip

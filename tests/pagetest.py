@@ -20,6 +20,7 @@ PAGES = {
     "pages/evaluate.py": "Evaluate",
     "pages/classify.py": "Classify",
     "pages/runs.py": "Runs",
+    "pages/jobs.py": "Jobs",
 }
 
 
@@ -64,9 +65,10 @@ def button(at: AppTest, label: str):
 
 
 def load(tmp_path: Path, per_class: int = 10):
-    from core.dataset import load_dataset
+    """The colour zip saved in this test's workspace (core.datasets), opened: a Dataset with its ``id``."""
+    from core.datasets import open_dataset, save_zip
 
-    return load_dataset(make_zip(tmp_path / "colours.zip", colour_entries(per_class)), tmp_path / "ds")
+    return open_dataset(save_zip(make_zip(tmp_path / "colours.zip", colour_entries(per_class))).id)
 
 
 # ---------------------------------------------------------------------------------------------- a trained run
@@ -91,7 +93,7 @@ def copy_run(trained_run: Path, name: str | None = None, finished: str | None = 
 BATCH_SECONDS = 0.02
 
 
-def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None):
+def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, owner=""):
     from core import runs
     from core.errors import Cancelled
     from core.training import Event, Result, phases
@@ -130,7 +132,8 @@ def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None):
     runs.write_json(run_dir / "config.json", config.to_dict())
     runs.write_json(run_dir / "metrics.json", metrics)
     marker = {"format": runs.RUN_FORMAT, "version": runs.RUN_VERSION, "status": status,
-              "finished": "2024-01-01T00:00:00", "dataset": dataset.report.source, "val_accuracy": 0.5}  # fmt: skip
+              "finished": "2024-01-01T00:00:00", "dataset": dataset.report.source, "val_accuracy": 0.5,
+              "dataset_id": dataset.id, "owner": owner}  # fmt: skip
     runs.write_json(run_dir / runs.MARKER, marker)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
 

@@ -1,4 +1,4 @@
-"""The router: the five pages in its menu, the Dataset page first, no TensorFlow where no model must answer."""
+"""The router: the six pages in its menu, the Dataset page first, no TensorFlow where no model must answer."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ at.run()
 assert not at.exception, [e.value for e in at.exception]
 at.button(key="use_sample").click().run()
 assert not at.exception, [e.value for e in at.exception]
-assert at.session_state["dataset"].classes
+assert at.session_state["dataset_opened"].classes  # the session holds the saved dataset's id, and it opened
 at.switch_page("pages/train.py").run()
 assert not at.exception, [e.value for e in at.exception]
 assert any(b.label == "Start training" for b in at.button)

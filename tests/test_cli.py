@@ -286,3 +286,123 @@ def test_cache_command_shows_and_clears_the_feature_cache(trained, base):
     cleared = run_cli("cache", "--clear", env_dir=base)
     assert cleared.returncode == 0 and "cleared" in cleared.stdout
     assert " 0 entries" in run_cli("cache", env_dir=base).stdout
+
+
+# ---------------------------------------------------------------------------------------------- saved datasets
+
+
+def save_in(env_dir: Path, zip_path: Path, **kwargs):
+    """Save a zip in the workspace that ``run_cli(..., env_dir=env_dir)`` uses."""
+    from core import datasets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLASSIFIER_WORK_DIR", str(env_dir / "work"))
+        return datasets.save_zip(zip_path, **kwargs)
+
+
+def test_datasets_lists_a_zip_saved_twice_once(tmp_path):
+    data = make_zip(tmp_path / "colours.zip", class_entries(per_class=4))
+    copy = tmp_path / "copy" / "again.zip"
+    copy.parent.mkdir()
+    copy.write_bytes(data.read_bytes())
+    first = save_in(tmp_path, data, owner="a@x.org")
+    assert save_in(tmp_path, copy).id == first.id
+
+    proc = run_cli("datasets", env_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    header, *lines = proc.stdout.strip().split("\n")
+    assert header.split() == ["id", "name", "classes", "images", "size", "added", "by", "last", "used"]
+    assert len(lines) == 1
+    assert re.match(
+        rf"^{first.id}  colours\.zip\s+2\s+8\s+[\d.]+ KB\s+\d{{4}}-\d\d-\d\d \d\d:\d\d\s+a@x\.org\s", lines[0]
+    )
+
+    listed = json.loads(run_cli("datasets", "--json", env_dir=tmp_path).stdout)
+    assert [(d["id"], d["name"], d["classes"], d["images"], d["added_by"]) for d in listed] == [
+        (first.id, "colours.zip", 2, 8, "a@x.org")
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", listed[0]["last_used"])
+
+
+def test_datasets_with_none_saved(tmp_path):
+    proc = run_cli("datasets", env_dir=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("no saved datasets in ")
+    assert json.loads(run_cli("datasets", "--json", env_dir=tmp_path).stdout) == []
+
+
+def test_inspect_takes_a_saved_dataset_id(data_zip, tmp_path):
+    saved = save_in(tmp_path, data_zip)
+    proc = run_cli("inspect", saved.id, env_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "colours.zip: 2 classes, 16 images (classes layout)" in proc.stdout
+    assert "blue/notes.txt" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["inspect", "train", "lr-find", "evaluate"])
+def test_an_unknown_saved_dataset_id_is_one_line(tmp_path, command, trained):
+    args = [trained[0], "0123456789abcdef"] if command == "evaluate" else ["0123456789abcdef"]
+    proc = run_cli(command, *args, env_dir=tmp_path)
+    assert_user_error(proc, "There is no saved dataset 0123456789abcdef on this server")
+
+
+def test_train_on_a_saved_dataset_and_evaluate_on_it_without_the_zip(data_zip, tmp_path):
+    saved = save_in(tmp_path, data_zip)
+    run = tmp_path / "out" / "saved-run"
+    proc = run_cli(
+        "train", saved.id, "--out", run,
+        "--weights", "none", "--image-size", 32, "--epochs", 1, "--batch-size", 4, "--head", "gap",
+        "--unfreeze", 3, "--optimizer", "adam", "--precision", "float32",
+        env_dir=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "run.json").read_text())["dataset_id"] == saved.id
+    # The saved split's folder is gone (say the workspace moved): the saved dataset is found by its id.
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").write_text(json.dumps({**split, "root": str(tmp_path / "moved-away")}))
+    ev = run_cli("evaluate", run, "--json", env_dir=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    assert f"evaluating on the saved dataset colours.zip ({saved.id})" in ev.stderr
+    result = json.loads(ev.stdout)
+    assert (result["data"], result["images"]) == ("colours.zip", 2)  # 10 % of each class, as in training
+    assert sorted(result["files"]) == sorted(split["val"])  # the same images training held out
+
+
+def test_jobs_shows_what_the_browsers_queued_and_ran(tmp_path):
+    from core import db
+    from core.config import TrainConfig
+    from core.datasets import open_dataset
+    from core.jobs import JobRegistry
+
+    saved = save_in(tmp_path, make_zip(tmp_path / "colours.zip", class_entries(per_class=4)), owner="a@x.org")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLASSIFIER_WORK_DIR", str(tmp_path / "work"))
+        reg = JobRegistry(dispatch=False)  # records only: nothing starts in this process
+        queued = reg.submit(open_dataset(saved.id), TrainConfig(weights="none", epochs=3), owner="a@x.org")
+        done = reg.submit(open_dataset(saved.id), TrainConfig(weights="none"), name="older")
+        with db.connect(write=True) as con:
+            con.execute("UPDATE jobs SET state = 'completed', finished = created + 60, "
+                        "metrics = '{\"val_accuracy\": 0.875}' WHERE id = ?", (done.id,))  # fmt: skip
+
+    proc = run_cli("jobs", env_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    header, *lines = proc.stdout.strip().split("\n")
+    assert header.split() == ["id", "kind", "state", "by", "dataset", "progress", "created"]
+    assert [line.split()[:5] for line in lines] == [
+        [done.id, "training", "completed", "guest", "colours.zip"],
+        [queued.id, "training", "queued", "a@x.org", "colours.zip"],
+    ]
+    assert "val acc 87.5%" in lines[0]
+    listed = json.loads(run_cli("jobs", "--json", env_dir=tmp_path).stdout)
+    assert [(j["id"], j["state"], j["owner"], j["dataset_id"]) for j in listed] == [
+        (done.id, "completed", "", saved.id),
+        (queued.id, "queued", "a@x.org", saved.id),
+    ]
+    assert run_cli("jobs", env_dir=tmp_path / "empty").stdout.startswith("no jobs in the last day")
+
+
+def test_a_damaged_workspace_database_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "workspace.db").write_bytes(b"not a database at all" * 200)
+    proc = run_cli("jobs", env_dir=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "workspace.db is damaged" in proc.stderr

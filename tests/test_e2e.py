@@ -9,164 +9,46 @@ Waits are on Streamlit's script state and on visible text, never on sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+from browser import (
+    MARKS,
+    TRAIN_WAIT,
+    WAIT,
+    AppServer,
+    assert_no_traceback,
+    chromium,
+    evidence_on_failure,
+    new_page,
+    settle,
+)
 from conftest import COLORS, class_entries, jpeg_bytes, make_zip
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CLASSES = ("red", "green", "blue")
-IDLE = '[data-test-script-state="notRunning"]'
-STARTUP_TIMEOUT = 180  # s: the machine may be shared
-WAIT = 180_000  # ms for page reruns
-TRAIN_WAIT = 900_000  # ms for the training run
-
-
-def browser_problem() -> str | None:
-    """Why no browser can be driven here, or None."""
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (Debian's chromium package)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed"
-    return None
-
-
-BROWSER_PROBLEM = browser_problem()
-BROWSER_REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"  # CI sets it: a missing browser fails, not skips
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        BROWSER_PROBLEM is not None and not BROWSER_REQUIRED, reason=f"browser test skipped: {BROWSER_PROBLEM}"
-    ),
-]
-
-
-def browser_or_fail() -> None:
-    if BROWSER_PROBLEM:
-        pytest.fail(f"REQUIRE_BROWSER=1 but {BROWSER_PROBLEM}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+pytestmark = MARKS
 
 
 @pytest.fixture
 def server(tmp_path):
-    """The app served by `streamlit run` on a free local port, with its own runs and work folders."""
-    browser_or_fail()
-    port = free_port()
-    runs, work = tmp_path / "runs", tmp_path / "work"
-    env = {
-        **os.environ,  # includes the isolated CLASSIFIER_RUNS_DIR / KERAS_HOME from conftest, replaced below
-        "CLASSIFIER_RUNS_DIR": str(runs),
-        "CLASSIFIER_WORK_DIR": str(work),
-        "KERAS_HOME": str(tmp_path / "keras"),
-    }
-    log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    app = AppServer(tmp_path).start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
-            time.sleep(0.5)
-        yield {"url": url, "runs": runs, "work": work, "log": log}
+        yield {"url": app.url, "runs": app.runs, "work": app.work, "log": app.log, "app": app}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        app.stop()
 
 
 @pytest.fixture
 def page(server):
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=WAIT)  # expect() has its own default (5 s), separate from the page's
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            pg = context.new_page()
-            pg.set_default_timeout(WAIT)
-            yield pg
-        finally:
-            browser.close()
-            expect.set_options(timeout=5_000)
-
-
-@contextlib.contextmanager
-def evidence_on_failure(page, server, folder: Path):
-    """On failure, save a screenshot to the test's tmp folder and print the server log's tail."""
-    try:
-        yield
-    except BaseException:
-        shot = folder / "failure.png"
-        with contextlib.suppress(Exception):
-            page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot: {shot}\nurl: {page.url}\nserver log:\n{log_tail(server['log'])}")
-        raise
-
-
-def settle(page) -> None:
-    """Wait until the script run that the last action started has finished."""
-    page.wait_for_selector(IDLE, state="attached")
-    page.wait_for_selector('[data-stale="true"]', state="detached")
-
-
-def assert_no_traceback(page) -> None:
-    from playwright.sync_api import expect
-
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-    assert "Traceback" not in page.locator("body").inner_text()
+    with chromium() as browser:
+        yield new_page(browser)
 
 
 def test_upload_train_classify_download(server, page, tmp_path):
-    with evidence_on_failure(page, server, tmp_path):
+    with evidence_on_failure(page, server["app"], tmp_path):
         journey(page, server, tmp_path)
 
 
@@ -324,11 +206,11 @@ def test_a_link_opened_first_after_a_server_start_gets_the_app_menu(server, page
     first visitor after a start, arriving by a shared link, must still get the app's menu and that page."""
     from playwright.sync_api import expect
 
-    with evidence_on_failure(page, server, tmp_path):
+    with evidence_on_failure(page, server["app"], tmp_path):
         page.goto(f"{server['url']}/runs")
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         settle(page)
         nav = page.get_by_test_id("stSidebarNav")
-        names = ["Dataset", "Train", "Evaluate", "Classify", "Runs"]  # after each link's icon name
+        names = ["Dataset", "Train", "Evaluate", "Classify", "Runs", "Jobs"]  # after each link's icon name
         expect(nav.get_by_role("link")).to_have_text([re.compile(f"{name}$") for name in names])
         assert_no_traceback(page)

@@ -379,13 +379,13 @@ def test_a_saved_evaluation_whose_images_are_gone_lists_their_names(trained, tmp
 
 
 def test_the_dataset_page_dataset_evaluates_a_run_whose_images_are_gone(trained, tmp_path):
-    from core.dataset import load_dataset
+    from core.datasets import save_zip
 
     run = copy_run(trained)
     split = read_json(run / "split.json")
     write_json(run / "split.json", {**split, "root": str(tmp_path / "deleted")})
-    ds = load_dataset(make_zip(tmp_path / "again.zip", class_entries(classes=CLASSES, per_class=10)), tmp_path / "ds")
-    at = open_app("pages/evaluate.py", dataset=ds)
+    saved = save_zip(make_zip(tmp_path / "again.zip", class_entries(classes=CLASSES, per_class=10)))
+    at = open_app("pages/evaluate.py", dataset=saved.id)
     assert not at.error
     assert at.radio[0].options == ["The dataset on the Dataset page (again.zip)"]
     evaluate(at)

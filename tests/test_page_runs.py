@@ -66,3 +66,30 @@ def test_compare_shows_the_key_metrics_first(trained_run):
     assert list(key_metrics.columns[:2]) == ["run", "val_accuracy"]
     assert len(key_metrics.columns) <= 8
     assert [e.label for e in at.expander if e.label == "Every metric"]
+
+
+def test_train_again_opens_the_train_form_with_the_run_s_settings_on_its_saved_dataset(trained_run, tmp_path):
+    from pagetest import load
+
+    from core.runs import MARKER, read_json, write_json
+
+    ds = load(tmp_path)
+    run = copy_run(trained_run)
+    write_json(run / MARKER, {**read_json(run / MARKER), "dataset_id": ds.id})
+    at = open_app("pages/runs.py")
+    link = next(link.proto for link in at.get("page_link") if link.proto.label == "Train again with these settings")
+    assert link.query_string == f"dataset={ds.id}&settings_from={run.name}"
+
+    at = open_app("pages/train.py", query={"dataset": ds.id, "settings_from": run.name})
+    assert_clean(at)
+    assert at.radio(key="cfg_weights").value == "none"
+    assert at.slider(key="cfg_image_size").value == 32 and at.number_input(key="cfg_epochs").value == 1
+    assert at.number_input(key="cfg_batch_size").value == 16
+    assert "settings_from" not in at.query_params and at.query_params["dataset"] == ds.id
+
+
+def test_a_run_whose_dataset_is_gone_says_how_to_train_again(trained_run):
+    copy_run(trained_run)  # trained on a dataset this server never saved
+    at = open_app("pages/runs.py")
+    assert "Its dataset is no longer saved on this server" in " ".join(texts(at.caption))
+    assert "Train again with these settings" not in [link.proto.label for link in at.get("page_link")]

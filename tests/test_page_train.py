@@ -18,7 +18,7 @@ def test_train_without_dataset_says_so_and_stops():
 
 
 def test_train_form_defaults_follow_the_tutorial(tmp_path):
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     assert at.radio(key="cfg_weights").value == "imagenet"
     assert at.selectbox(key="cfg_head").value == "small-fc"
     assert at.radio(key="cfg_resize").value == "crop"
@@ -43,7 +43,7 @@ def test_train_form_defaults_follow_the_tutorial(tmp_path):
 
 
 def test_random_weights_preset_sets_a_configuration_that_learns(tmp_path):
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     assert not [b for b in at.button if b.label == "Use settings for random weights"]  # ImageNet: no hint
     at.radio(key="cfg_weights").set_value("none").run()
     button(at, "Use settings for random weights").click().run()
@@ -78,7 +78,7 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast
     from core.jobs import COMPLETED, registry
     from core.runs import list_runs, runs_dir
 
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     job_id = start_training(at, image_size=32, epochs=2)
     job = registry().get(job_id)
     assert job is not None
@@ -90,13 +90,21 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast
     # address): the session finds the job again.
     at.run()
     assert_clean(at)
-    assert [b.label for b in at.button] in (["Stop"], ["Cancel"], ["Train another model"])
+    assert [b.label for b in at.button] in (
+        ["Stop", "Set up another training"],
+        ["Cancel", "Set up another training"],
+        ["Train another model"],
+    )
     at.switch_page("pages/classify.py").run()
     at.query_params.pop("job", None)
     at.switch_page("pages/train.py").run()
     assert_clean(at)
     assert at.query_params["job"] == job_id
-    assert [b.label for b in at.button] in (["Stop"], ["Cancel"], ["Train another model"])
+    assert [b.label for b in at.button] in (
+        ["Stop", "Set up another training"],
+        ["Cancel", "Set up another training"],
+        ["Train another model"],
+    )
     # A session that forgot it (as a new tab would) gets the form while the job goes on, and can change widgets.
     del at.session_state["current_job"]
     del at.query_params["job"]
@@ -139,20 +147,19 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast
 def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path, fast_training):
     from core.jobs import FINISHED, STOPPED, TRAINING, registry
 
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     job_id = start_training(at, image_size=32, epochs=500)  # far more than it will ever run
-    job = registry().get(job_id)
     deadline = time.monotonic() + JOB_TIMEOUT
-    while job.snapshot().state != TRAINING:
-        assert job.snapshot().state not in FINISHED, job.error
+    while (job := registry().get(job_id)).state != TRAINING:
+        assert job.state not in FINISHED, job.error
         assert time.monotonic() < deadline, "the job never started training"
         time.sleep(0.2)
     at.run()
     button(at, "Stop").click().run()
     assert_clean(at)
-    assert job.stop_event.is_set()
+    assert registry().get(job_id).stop_asked
     # The click's own run says so, before the batch ends: the stop is set in the button's callback.
-    assert [b.label for b in at.button] == ["Stopping…"] and at.button[0].disabled
+    assert at.button[0].label == "Stopping…" and at.button[0].disabled
     assert any(w.startswith("Stopping…") for w in texts(at.warning))
     job = registry().wait(job_id, timeout=JOB_TIMEOUT)
     assert job.state == STOPPED, job.error
@@ -171,7 +178,7 @@ def test_second_run_waits_in_line_and_can_be_cancelled(tmp_path, monkeypatch, fa
     ds = load(tmp_path)
     first = registry().submit(ds, TrainConfig(weights="none", image_size=32, epochs=500), name="first")
     try:
-        at = open_app("pages/train.py", dataset=ds)
+        at = open_app("pages/train.py", dataset=ds.id)
         job_id = start_training(at)
         assert "1 job ahead of yours" in at.info[0].value
         button(at, "Cancel").click().run()
@@ -187,9 +194,9 @@ def test_second_run_waits_in_line_and_can_be_cancelled(tmp_path, monkeypatch, fa
 
 
 def test_unknown_job_id_points_to_runs_and_offers_the_form(tmp_path):
-    at = open_app("pages/train.py", query={"job": "20990101-000000-nothing-0000"}, dataset=load(tmp_path))
-    assert "not running on this server" in at.info[0].value
-    assert [link.proto.label for link in at.get("page_link")] == ["Open Runs"]
+    at = open_app("pages/train.py", query={"job": "20990101-000000-nothing-0000"}, dataset=load(tmp_path).id)
+    assert "There is no job **20990101-000000-nothing-0000** on this server" in at.error[0].value
+    assert [link.proto.label for link in at.get("page_link")] == ["Open Jobs"]
     assert "job" not in at.query_params
     button(at, "Start training")  # the form, right below
 
@@ -197,7 +204,7 @@ def test_unknown_job_id_points_to_runs_and_offers_the_form(tmp_path):
 def test_every_run_gets_a_time_estimate_before_it_starts(tmp_path, monkeypatch):
     import core.speed
 
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.radio(key="cfg_weights").set_value("none").run()
     probes = []
     monkeypatch.setattr(core.speed, "measure_in_background", lambda size, precision, *a: probes.append(size))
@@ -228,7 +235,7 @@ def test_offline_imagenet_says_so_in_words_and_offers_the_ways_out(tmp_path, mon
 
     monkeypatch.setattr(core.vgg16, "reachable", lambda *args, **kwargs: False)
     st.cache_data.clear()
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     assert_clean(at)
     message = at.error[0].value
     assert "could not be downloaded" in message
@@ -245,15 +252,20 @@ def test_offline_imagenet_says_so_in_words_and_offers_the_ways_out(tmp_path, mon
 
 
 def test_a_deleted_run_is_not_reopened_from_the_train_link(tmp_path, trained_run):
-    from core.jobs import COMPLETED, Job, registry
+    from core import db
+    from core.jobs import COMPLETED
     from core.runs import delete_run, runs_dir
 
     run = copy_run(trained_run, "20200202-000000-colours-dddd")
     ds = load(tmp_path)
-    job = Job(id=run.name, config=None, dataset=ds, state=COMPLETED, metrics={"epochs_completed": 1})
-    registry()._jobs[job.id] = job  # a job this server finished, as it would be after a training
+    with db.connect(write=True) as con:  # a job this server finished, as it would be after a training
+        con.execute(
+            "INSERT INTO jobs (id, kind, state, owner, dataset_id, params, created, finished, metrics) "
+            "VALUES (?, 'train', ?, '', ?, '{}', 0, 1, '{\"epochs_completed\": 1}')",
+            (run.name, COMPLETED, ds.id),
+        )
     delete_run(runs_dir() / run.name)
-    at = open_app("pages/train.py", current_job=run.name, dataset=ds)
+    at = open_app("pages/train.py", current_job=run.name, dataset=ds.id)
     assert_clean(at)
     assert f"The run **{run.name}** was deleted" in at.info[0].value
     assert "job" not in at.query_params and "current_job" not in at.session_state
@@ -265,7 +277,7 @@ def test_random_weights_box_names_what_to_expect_and_goes_once_applied(tmp_path,
     import streamlit.elements.lib.policies as policies
 
     policies._shown_default_value_warning = False  # Streamlit warns once per process
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.radio(key="cfg_weights").set_value("none").run()
     assert any("Expect lower accuracy" in m for m in texts(at.markdown))
     with caplog.at_level("WARNING"):
@@ -280,7 +292,7 @@ def test_the_form_s_bounds_are_the_ones_validate_checks(tmp_path):
     from core.config import TrainConfig
 
     fields = {f.name: f.metadata for f in TrainConfig.describe()}
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.radio(key="cfg_weights").set_value("none")
     at.toggle(key="cfg_two_phase").set_value(True).run()
     seen = set()
@@ -298,3 +310,9 @@ def test_the_form_s_bounds_are_the_ones_validate_checks(tmp_path):
             seen.add(name)
     bounded = {n for n, m in fields.items() if m["min"] is not None}
     assert seen == bounded, bounded - seen
+
+
+def test_a_crafted_job_link_cannot_put_a_link_into_the_message(tmp_path):
+    at = open_app("pages/train.py", query={"job": "[click](https://evil.example)"})
+    assert at.error[0].value.startswith("There is no job that the link names on this server")
+    assert "evil" not in at.error[0].value

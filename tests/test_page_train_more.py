@@ -16,7 +16,7 @@ def test_augmentation_shows_a_preview_grid_and_the_time_it_costs(tmp_path):
     from core.speed import record_speed
 
     record_speed(32, "float32", 50.0)
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.selectbox(key="cfg_precision").set_value("float32")
     assert not at.get("image")  # no augmentation, no preview
     assert not [w for w in texts(at.warning) if "Augmentation" in w]
@@ -40,7 +40,7 @@ def test_augmentation_shows_a_preview_grid_and_the_time_it_costs(tmp_path):
 
 
 def test_learning_rate_finder_charts_the_test_and_fills_in_its_suggestion(tmp_path, fast_training):
-    at = open_app("pages/train.py", dataset=load(tmp_path, per_class=8))
+    at = open_app("pages/train.py", dataset=load(tmp_path, per_class=8).id)
     at.radio(key="cfg_weights").set_value("none").run()
     button(at, "Use settings for random weights").click().run()  # every layer trains: a curve with a clear fall
     at.slider(key="cfg_image_size").set_value(32)
@@ -83,7 +83,7 @@ def test_two_phase_preset_sets_phase_two_and_marks_it_on_the_charts(tmp_path, fa
     from core.config import min_fine_tune_unfreeze
     from core.jobs import COMPLETED, registry
 
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.radio(key="cfg_weights").set_value("none")
     at.selectbox(key="cfg_head").set_value("gap")
     at.slider(key="cfg_image_size").set_value(32)
@@ -113,7 +113,7 @@ def test_two_phase_preset_sets_phase_two_and_marks_it_on_the_charts(tmp_path, fa
 def test_the_form_keeps_its_settings_through_a_run_and_other_pages(tmp_path, fast_training):
     from core.jobs import COMPLETED, registry
 
-    at = open_app("pages/train.py", dataset=load(tmp_path))
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
     at.radio(key="cfg_weights").set_value("none")
     at.selectbox(key="cfg_head").set_value("gap")
     at.slider(key="cfg_image_size").set_value(32)
@@ -155,3 +155,28 @@ def test_the_form_keeps_its_settings_through_a_run_and_other_pages(tmp_path, fas
     assert form() == expected
     assert at.number_input(key="cfg_batch_size").value == 8
     assert at.checkbox(key="cfg_augment_flip").value is True
+
+
+def test_a_reload_or_a_new_tab_restores_the_form_as_left_for_that_dataset(tmp_path):
+    ds = load(tmp_path)
+    at = open_app("pages/train.py", query={"dataset": ds.id})
+    at.radio(key="cfg_weights").set_value("none")
+    at.selectbox(key="cfg_optimizer").set_value("adam")
+    at.toggle(key="cfg_two_phase").set_value(True)
+    at.run()
+    at.number_input(key="cfg_learning_rate_adam").set_value(0.003)
+    at.number_input(key="cfg_epochs").set_value(7)
+    at.checkbox(key="cfg_augment_flip").check()
+    at.run()
+    assert_clean(at)
+    left = {k: at.session_state[k] for k in at.session_state if k.startswith("cfg_")}
+
+    again = open_app("pages/train.py", query={"dataset": ds.id})  # a new session: a reload, a new tab
+    assert {k: again.session_state[k] for k in again.session_state if k.startswith("cfg_")} == left
+    assert again.number_input(key="cfg_epochs").value == 7 and again.toggle(key="cfg_two_phase").value is True
+    assert again.selectbox(key="cfg_optimizer").value == "adam"
+
+    (tmp_path / "other").mkdir()
+    other = load(tmp_path / "other", per_class=9)  # another dataset has a form of its own
+    fresh = open_app("pages/train.py", query={"dataset": other.id})
+    assert fresh.radio(key="cfg_weights").value == "imagenet" and fresh.number_input(key="cfg_epochs").value != 7

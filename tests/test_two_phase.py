@@ -51,9 +51,13 @@ def test_phase_two_must_reach_into_vgg16():
 
 
 @pytest.fixture
-def colours(tmp_path):
-    zip_path = make_zip(tmp_path / "c.zip", class_entries(classes=("red", "green", "blue"), per_class=6))
-    return load_dataset(zip_path, tmp_path / "work")
+def colours_zip(tmp_path):
+    return make_zip(tmp_path / "c.zip", class_entries(classes=("red", "green", "blue"), per_class=6))
+
+
+@pytest.fixture
+def colours(colours_zip, tmp_path):
+    return load_dataset(colours_zip, tmp_path / "work")
 
 
 def test_two_phase_run_trains_the_head_then_the_last_block_on_one_epoch_axis(colours, tmp_path):
@@ -114,13 +118,15 @@ def test_stop_in_phase_one_skips_phase_two_and_keeps_the_model(colours, tmp_path
     assert (result.run_dir / "model.keras").is_file()
 
 
-def test_job_snapshot_carries_the_phase_two_start(colours):
+def test_job_snapshot_carries_the_phase_two_start(colours_zip):
+    from core.datasets import open_dataset, save_zip
     from core.jobs import COMPLETED, JobRegistry
 
+    saved = open_dataset(save_zip(colours_zip).id)
     reg = JobRegistry(max_running=1)
-    job = reg.submit(colours, tiny_config(epochs=1, fine_tune_epochs=1, unfreeze=6))
-    reg.wait(job.id, timeout=600)
-    snap = job.snapshot()
+    job = reg.submit(saved, tiny_config(epochs=1, fine_tune_epochs=1, unfreeze=6))
+    snap = reg.wait(job.id, timeout=600)
+    reg.close()
     assert snap.state == COMPLETED, snap.error
     assert snap.phase2_start == 2
     assert [row.get("phase") for row in snap.epoch_logs] == [1, 2]

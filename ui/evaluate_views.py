@@ -10,10 +10,9 @@ import streamlit as st
 from core import UserError
 from core.evaluate import Evaluation, class_errors, images_root, saved_images_root
 from core.images import load_image
-from core.jobs import EVALUATE, evaluate_task
+from core.jobs import EVALUATE
 from core.runs import RunInfo
-from ui import charts, tasks
-from ui.session import DATASET
+from ui import charts, session, tasks
 
 FULL_MATRIX = 20  # up to this many classes the matrix shows them all; above, the most confused ones
 CELL_LABELS = 15  # up to this many classes shown, each cell carries its number
@@ -69,17 +68,17 @@ def describe(ev: Evaluation) -> tuple[str, str]:
 def evaluate_form(run: RunInfo) -> None:
     """Choose the images and k, press the button: an evaluation job starts (its progress is drawn by the page)."""
     held_out = saved_images_root(run.path)
-    ds = st.session_state.get(DATASET)
+    ds = session.dataset()
     options = {}
     if held_out is not None:
         options["saved"] = "The images this run held out from training"
     if ds is not None:
-        options["session"] = f"The dataset on the Dataset page ({ds.report.source})"
+        options["session"] = f"The dataset on the Dataset page ({ds.title})"
     if not options:
         st.error(
-            "The images this run held out from training are no longer on disk (an uploaded dataset is only kept "
-            "for a while), so it cannot be evaluated now. Load the same dataset again on the Dataset page and "
-            "come back to evaluate it on that.",
+            "The images this run held out from training are no longer on disk (the dataset it was trained on was "
+            "deleted), so it cannot be evaluated now. Upload the same zip again on the Dataset page and come back "
+            "to evaluate it on that.",
             icon=":material/broken_image:",
         )
         st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/folder_zip:")
@@ -103,7 +102,7 @@ def evaluate_form(run: RunInfo) -> None:
             help="An image counts as right for top-k accuracy when its true class is among the k most likely.",
         )  # fmt: skip
     if st.button("Evaluate this run", type="primary", icon=":material/fact_check:"):
-        tasks.start(EVAL_JOB, EVALUATE, evaluate_task(run.path, ds if source == "session" else None, int(k)))
+        tasks.start(EVAL_JOB, EVALUATE, {"run": run.id, "top_k": int(k)}, ds if source == "session" else None)
 
 
 @st.fragment

@@ -2,15 +2,32 @@
 
 live(job_id)                 # an st.fragment that redraws itself every second until the job finishes
 finished_view(snap)          # metrics and links, or the error; says so when the run was deleted since
+stop_control(snap)           # Stop for whoever may: at once for the job this tab started, asked once otherwise
+
+Everything drawn here is read from the workspace database, so any tab (and a colleague's) sees the same job.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.jobs import CANCELLED, COMPLETED, FAILED, FEATURES, QUEUED, READING, STOPPED, JobSnapshot, registry
-from ui import charts
-from ui.session import CURRENT_JOB, JOB_PARAM, RUN_PARAM, duration, plural, run_exists
+from core import UserError, access
+from core.jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FEATURES,
+    INTERRUPTED,
+    QUEUED,
+    READING,
+    STARTING,
+    STOPPED,
+    TRAIN,
+    JobSnapshot,
+    registry,
+)
+from ui import charts, session
+from ui.session import CURRENT_JOB, DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, flash, guarded, plural, run_exists
 
 REFRESH_SECONDS = 1.0
 
@@ -20,8 +37,14 @@ def forget_job() -> None:
     st.session_state.pop(CURRENT_JOB, None)
 
 
+def owner_name(owner: str) -> str:
+    return owner or "a guest"
+
+
 def progress(snap: JobSnapshot) -> None:
-    if snap.state == QUEUED:
+    if snap.state == STARTING:
+        st.info("Starting…", icon=":material/hourglass_top:")
+    elif snap.state == QUEUED:
         ahead = registry().ahead(snap.id)
         text = (
             f"Waiting for the server: {plural(ahead, 'job')} ahead of yours. It starts by itself."
@@ -53,29 +76,51 @@ def charts_of(snap: JobSnapshot) -> None:
 
 
 def ask_stop(job_id: str) -> None:
-    registry().stop(job_id)  # a callback: the stop is set before the fragment redraws, so "Stopping…" shows at once
+    # a callback: the stop is recorded before the fragment redraws, so "Stopping…" shows at once
+    try:
+        registry().stop(job_id, session.user())
+    except UserError as exc:
+        session.flash(str(exc), error=True)
+
+
+def stop_control(snap: JobSnapshot, key: str) -> None:
+    """Stop for whoever may stop this job; nothing for others. The job this tab started stops at once; any
+    other (a colleague's, one opened from a link) names itself and asks once."""
+    if not access.may_change(session.user(), snap.owner):
+        st.caption(f"Started by {owner_name(snap.owner)}: only they or an admin may stop it.")
+        return
+    label = "Cancel" if snap.state == QUEUED else "Stop"
+    if snap.stopping:
+        st.button("Stopping…", icon=":material/stop_circle:", disabled=True, key=key)
+    elif session.started_here(snap.id):
+        st.button(label, icon=":material/stop_circle:", key=key, on_click=ask_stop, args=(snap.id,))
+    else:
+        with st.popover(label, icon=":material/stop_circle:"):
+            st.markdown(
+                f"{label} the {snap.label} **{snap.id}** on {snap.dataset or 'its dataset'}, started by "
+                f"{owner_name(snap.owner)}?"
+                + (" The model trained so far is saved." if snap.kind == TRAIN and snap.state != QUEUED else "")
+            )
+            st.button(f"{label} it", type="primary", key=f"{key}_confirm", on_click=ask_stop, args=(snap.id,))
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
+@guarded
 def live(job_id: str) -> None:
-    snap = registry().get(job_id).snapshot()
-    if snap.finished:
+    snap = registry().get(job_id)
+    if snap is None or snap.finished:
         st.rerun()  # draw the final view once, without the timer
     if snap.path_reason:
         st.caption(snap.path_reason)
     if snap.stopping:
         st.warning(
             "Stopping… the run ends after the current batch and saves the model trained so far."
-            if snap.state not in (QUEUED, READING, FEATURES)
+            if snap.state not in (QUEUED, STARTING, READING, FEATURES)
             else "Stopping… nothing is saved before training starts.",
             icon=":material/pause_circle:",
         )
     progress(snap)
-    label = "Cancel" if snap.state == QUEUED else "Stop"
-    st.button(
-        "Stopping…" if snap.stopping else label, icon=":material/stop_circle:", disabled=snap.stopping,
-        key="stop_job", on_click=ask_stop, args=(job_id,),
-    )  # fmt: skip
+    stop_control(snap, "stop_job")
     charts_of(snap)
 
 
@@ -108,6 +153,38 @@ def finished_view(snap: JobSnapshot) -> None:
         st.error(snap.error, icon=":material/error:")
     elif snap.state == CANCELLED:
         st.info("Cancelled before it started; nothing was saved.")
+    elif snap.state == INTERRUPTED:
+        interrupted_view(snap)
     if st.button("Train another model", icon=":material/add:"):
         forget_job()
+        if snap.dataset_id:
+            st.query_params[DATASET_PARAM] = snap.dataset_id
         st.rerun()
+
+
+def restart(job_id: str) -> None:
+    try:
+        new = registry().restart(job_id, session.user())
+    except UserError as exc:
+        flash(str(exc), error=True)
+        return
+    st.session_state[CURRENT_JOB] = new.id
+    st.query_params[JOB_PARAM] = new.id
+
+
+def interrupted_view(snap: JobSnapshot) -> None:
+    """A job whose server stopped under it: what it had done, and a one-click restart."""
+    done = len(snap.epoch_logs)
+    st.warning(
+        f"Interrupted: the server stopped while this {snap.label} ran"
+        + (f", after {plural(done, 'whole epoch')} of {snap.epochs}" if snap.kind == TRAIN and done else "")
+        + ". No model was saved; its progress up to then is below.",
+        icon=":material/power_off:",
+    )
+    if snap.restarted_as:
+        st.page_link("pages/train.py", label=f"Restarted as {snap.restarted_as}", icon=":material/replay:",
+                     query_params={JOB_PARAM: snap.restarted_as})  # fmt: skip
+    else:
+        st.button("Restart it", type="primary", icon=":material/replay:", on_click=restart, args=(snap.id,),
+                  key=f"restart_{snap.id}")  # fmt: skip
+    charts_of(snap)

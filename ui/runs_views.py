@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import UserError
+from core import UserError, access
 from core.cache import ArrayCache
 from core.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
 from core.runs import RunInfo, delete_run
-from ui import charts
+from ui import charts, session
 from ui.session import RUN_PARAM, flash
 
 # Widget keys. COMPARE is also the query parameter (?compare=<id>&compare=<id>): a comparison is a shareable link.
@@ -29,6 +29,7 @@ RUN_COLUMNS = {
     "classes": st.column_config.NumberColumn("Classes", format="%d"),
     "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
     "finished": st.column_config.DatetimeColumn("Finished", format="D MMM YYYY, HH:mm"),
+    "owner": st.column_config.TextColumn("By"),
     "head": st.column_config.TextColumn("Head"),
     "weights": st.column_config.TextColumn("Weights"),
     "image_size": st.column_config.NumberColumn("Image size", format="%d px"),
@@ -66,15 +67,16 @@ HIGHER_IS_BETTER = {"val_accuracy": True, "val_loss": False, "best_val_accuracy"
 def runs_table(runs: list[RunInfo]) -> None:
     table = pd.DataFrame([r.summary() for r in runs])
     table["finished"] = pd.to_datetime(table["finished"], errors="coerce")
+    table["owner"] = table["owner"].replace("", "guest")
     st.dataframe(table[list(RUN_COLUMNS)], hide_index=True, width="stretch", column_config=RUN_COLUMNS)
 
 
 def _delete(run: RunInfo) -> None:
     """The confirmation's callback: runs before the next script run, so the popover is drawn closed."""
     try:
-        delete_run(run.path)
+        delete_run(run.path, session.user())
     except UserError as exc:
-        flash(str(exc))
+        flash(str(exc), error=True)
         return
     st.session_state[DELETE_POPOVER] = False
     st.query_params.pop(RUN_PARAM, None)
@@ -82,6 +84,9 @@ def _delete(run: RunInfo) -> None:
 
 
 def delete_button(column, run: RunInfo) -> None:
+    if not access.may_change(session.user(), run.owner):
+        column.caption(f"Trained by {run.owner}: only they or an admin may delete it.")
+        return
     # A popover with state (on_change="rerun"): the confirmation's callback closes it, so it never stays open
     # asking about the next run.
     with column.popover("Delete run", icon=":material/delete:", key=DELETE_POPOVER, on_change="rerun"):

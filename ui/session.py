@@ -8,43 +8,87 @@ Keys are named here once (session state, widgets, query parameters), so two page
 
 from __future__ import annotations
 
+import functools
 import runpy
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
-from core import workspace
+from core import UserError, access, datasets, db, workspace
+from core.dataset import Dataset
 from core.runs import RunInfo, find_run
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 # Session-state keys
 SESSION_ID = "session_id"
-DATASET = "dataset"
+DATASET = "dataset"  # the id of the saved dataset this session works on (core.datasets)
+DATASET_OPENED = "dataset_opened"  # that dataset, opened: reruns do not read its dataset.json again
 DATASET_KEY = "dataset_key"  # which upload the current dataset came from
 WEIGHTS_FILE = "weights_file"
 CURRENT_JOB = "current_job"  # the training job this session started last
+MY_JOBS = "my_jobs"  # every job this session started: they stop at once, others ask first
 FLASH = "flash"  # a confirmation to show once on the next run ("Deleted run …")
 # Widget keys
 FORM_PREFIX = "cfg_"  # the Train form's widgets: kept across pages and job views
 UPLOAD = "dataset_upload"
 USE_SAMPLE = "use_sample"
+DATASET_NEW_NAME = "dataset_new_name"  # + the dataset's id
+DATASET_RENAME = "dataset_rename"
+DATASET_DELETE = "dataset_delete"
 # Query parameters
 JOB_PARAM = "job"
+SETTINGS_FROM = "settings_from"  # Train: fill the form with this run's settings ("train again")
 RUN_PARAM = "run"
+DATASET_PARAM = "dataset"
 
 _routed = False  # whether app.py has run in this process (see page())
 
 
 def start() -> None:
-    """Called by the router on every run: gives the browser session its id."""
+    """Called by the router on every run: gives the browser session its id; stops with a sentence when the
+    workspace database cannot be used (locked, damaged), since every page reads from it."""
     global _routed
     _routed = True
     if SESSION_ID not in st.session_state:
         st.session_state[SESSION_ID] = uuid.uuid4().hex
         workspace.prune()
+    try:
+        db.check()
+    except UserError as exc:
+        st.error(str(exc), icon=":material/database:")
+        st.stop()
+
+
+def sign_in_enabled() -> bool:
+    """Whether ``.streamlit/secrets.toml`` configures sign-in (an ``[auth]`` section for ``st.login``)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all: Streamlit raises its own not-found error
+        return False
+
+
+def user() -> str:
+    """The signed-in user's e-mail, or ``access.GUEST`` ('') without sign-in."""
+    try:
+        return str(st.user.email or "") if st.user.is_logged_in else access.GUEST
+    except Exception:  # st.user without any sign-in configured
+        return access.GUEST
+
+
+def account() -> None:
+    """Sign in / out, in the sidebar, when sign-in is configured."""
+    if not sign_in_enabled():
+        return
+    if user():
+        st.caption(f"Signed in as **{user()}**" + (" (admin)" if access.is_admin(user()) else ""))
+        st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
+    else:
+        st.caption("Signed out: you can look at everything, and change what guests made.")
+        st.button("Sign in", icon=":material/login:", on_click=st.login, key="sign_in")
 
 
 def page() -> None:
@@ -58,17 +102,106 @@ def page() -> None:
     if not _routed:
         runpy.run_path(str(APP))
         st.stop()
-    if message := st.session_state.pop(FLASH, None):
-        st.success(message, icon=":material/check_circle:")
+    if flashed := st.session_state.pop(FLASH, None):
+        message, error = flashed
+        if error:
+            st.error(message, icon=":material/error:")
+        else:
+            st.success(message, icon=":material/check_circle:")
+    # The navigation menu drops the address's parameters: put the session's dataset back, so that a reload or a
+    # copied link of any page still names it.
+    if (held := _held_dataset_id()) and DATASET_PARAM not in st.query_params:
+        st.query_params[DATASET_PARAM] = held
 
 
-def flash(message: str) -> None:
-    """Show ``message`` at the top of the next run (a confirmation that outlives the rerun it causes)."""
-    st.session_state[FLASH] = message
+def guarded(draw: Callable[..., None]) -> Callable[..., None]:
+    """For a fragment's body: a user's error there (the workspace database locked or damaged while it redraws on
+    its own timer, outside the page's run) is a sentence in its place, not a traceback."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            draw(*args, **kwargs)
+        except UserError as exc:
+            st.error(str(exc), icon=":material/error:")
+
+    return wrapper
+
+
+def flash(message: str, error: bool = False) -> None:
+    """Show ``message`` at the top of the next run (a confirmation, or a refusal, that outlives the rerun it
+    causes)."""
+    st.session_state[FLASH] = (message, error)
+
+
+def started(job_id: str) -> None:
+    """Remember that this session started the job."""
+    st.session_state[MY_JOBS] = [*st.session_state.get(MY_JOBS, []), job_id]
+
+
+def started_here(job_id: str) -> bool:
+    return job_id in st.session_state.get(MY_JOBS, ())
 
 
 def session_dir() -> Path:
     return workspace.session_dir(st.session_state[SESSION_ID])
+
+
+def _held_dataset_id() -> str:
+    held = st.session_state.get(DATASET)
+    return held.id if isinstance(held, Dataset) else str(held or "")
+
+
+def set_dataset(ds: Dataset) -> None:
+    """Work on the saved dataset ``ds`` from now on: in this session and in the address."""
+    st.session_state[DATASET] = ds.id
+    st.session_state[DATASET_OPENED] = ds
+    st.query_params[DATASET_PARAM] = ds.id
+
+
+def forget_dataset() -> None:
+    """Work on no dataset (the one chosen was deleted)."""
+    for key in (DATASET, DATASET_OPENED):
+        st.session_state.pop(key, None)
+    st.query_params.pop(DATASET_PARAM, None)
+
+
+def dataset() -> Dataset | None:
+    """The dataset this page works on: the address's ``?dataset=<id>``, else the session's; None when neither.
+
+    It is opened once per session (reruns reuse it), and the address and the session are kept in step, so a
+    reload, a new tab and a colleague's link land on the same dataset. An id that names no saved dataset (deleted,
+    or a mistyped link) says so with ``st.error`` and gives None.
+    """
+    held = st.session_state.get(DATASET)
+    if isinstance(held, Dataset):  # a Dataset put into the session directly (tests, tools)
+        if not held.id:
+            return held  # not a saved one: used as it is, the address cannot name it
+        st.session_state[DATASET_OPENED] = held
+    wanted = st.query_params.get(DATASET_PARAM) or _held_dataset_id()
+    if not wanted:
+        return None
+    opened = st.session_state.get(DATASET_OPENED)
+    try:
+        if not (isinstance(opened, Dataset) and opened.id == wanted and datasets.exists(wanted)):
+            opened = datasets.open_dataset(wanted)
+    except datasets.UnknownDataset:
+        # Only an id-shaped value is shown: anything else in a link could put markdown (a link) into the message.
+        shown = f"**{wanted}**" if datasets.is_id(wanted) else "that the link names"
+        st.error(
+            f"There is no saved dataset {shown} on this server: it was deleted, or the link is mistyped. "
+            "Pick one of the saved datasets on the Dataset page.",
+            icon=":material/link_off:",
+        )
+        st.query_params.pop(DATASET_PARAM, None)
+        if _held_dataset_id() == wanted:
+            forget_dataset()
+        return None
+    except UserError as exc:  # damaged files, or the workspace database cannot be used
+        st.error(str(exc), icon=":material/error:")
+        return None
+    set_dataset(opened)
+    return opened
 
 
 def wanted_run(runs: list[RunInfo], fallback: str | None = None) -> RunInfo | None:

@@ -7,7 +7,7 @@ import streamlit as st
 from core import speed
 from core.config import TrainConfig
 from core.dataset import Dataset
-from core.jobs import COMPLETED, LR_FIND, lr_find_task
+from core.jobs import COMPLETED, LR_FIND
 from ui import charts, tasks
 from ui.train_form import key
 
@@ -97,13 +97,13 @@ def lr_finder(ds: Dataset, config: TrainConfig, problem: str | None) -> None:
         if problem:
             st.error(problem, icon=":material/error:")
         else:
-            tasks.start(LR_JOB, LR_FIND, lr_find_task(ds, config))
+            tasks.start(LR_JOB, LR_FIND, {"config": config.to_dict()}, ds)
             st.session_state[LR_FINDING + "_for"] = {"image_size": config.image_size, "head": config.head}
             st.rerun()  # draw its progress in place of the button
     snap = tasks.follow(LR_JOB)
     if snap is not None:
         if snap.state == COMPLETED:
-            st.session_state[LR_FINDING] = {**snap.result.to_dict(), **st.session_state.get(LR_FINDING + "_for", {})}
+            st.session_state[LR_FINDING] = {**snap.result, **st.session_state.get(LR_FINDING + "_for", {})}
         elif snap.error:
             st.error(snap.error, icon=":material/error:")
     finding = st.session_state.get(LR_FINDING)

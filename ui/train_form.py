@@ -1,6 +1,10 @@
 """The Train form, made from ``TrainConfig``'s field metadata: label, help, choices, bounds, step, section, when.
 
     config = train_form(dataset)      # draws the form, returns the TrainConfig it describes
+    load_config(run.config, dataset_id)   # "train again": the form holds a run's settings
+
+The form as the user left it is kept in the workspace database per dataset (and per user when signed in): a
+reload, a new tab or a server restart draws it again exactly so.
 
 A widget never gets a default argument: its first value goes into the session first, so a preset or a button
 ("Use 1e-4 as the learning rate") may set it later without Streamlit's warning. Adding an option to TrainConfig
@@ -10,14 +14,17 @@ adds its widget here, with the bounds that ``validate`` checks.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from core import forms
 from core.config import HEAD_LAYERS, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.dataset import Dataset
 from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
+from ui import session
 from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
 
 FIELDS = {f.name: f for f in TrainConfig.describe()}
@@ -203,9 +210,83 @@ def augmentation_section() -> dict[str, Any]:
     return {f.name: widget(columns[i // 2], f.name) for i, f in enumerate(fields)}
 
 
+FORM_FOR = "form_for"  # session key: the (dataset, user) whose saved form the widgets hold
+FORM_SAVED = "form_saved"  # session key: the values last written, so an unchanged form is not written again
+
+
+def _field_of(state_key: str):
+    name = state_key.removeprefix(FORM_PREFIX)
+    return FIELDS.get(name) or FIELDS.get(name.rsplit("_", 1)[0])  # learning_rate_<optimizer>
+
+
+def _usable(state_key: str, value: Any) -> bool:
+    """Whether a saved value still fits its widget (an option may have gone since it was saved)."""
+    if state_key == TWO_PHASE:
+        return isinstance(value, bool)
+    f = _field_of(state_key)
+    if f is None or value is None:
+        return False
+    if f.metadata["choices"] or state_key == key("weights"):
+        return value in (f.metadata["choices"] or WEIGHT_LABELS)
+    return isinstance(value, type(f.default)) or (isinstance(f.default, float) and isinstance(value, int))
+
+
+def restore(dataset_id: str) -> None:
+    """Put the form as it was saved for this dataset into the widgets' state, once per dataset and session."""
+    marker = [dataset_id, session.user()]
+    if st.session_state.get(FORM_FOR) == marker:
+        return
+    saved = forms.load(dataset_id, marker[1]) or {}
+    for state_key, value in saved.items():
+        if state_key == WEIGHTS_FILE:
+            if value and Path(value).is_file():
+                st.session_state[WEIGHTS_FILE] = value
+        elif _usable(state_key, value):
+            st.session_state[state_key] = value
+    st.session_state[FORM_FOR] = marker
+    st.session_state[FORM_SAVED] = saved
+
+
+def remember(dataset_id: str) -> None:
+    """Write the form's values for this dataset when they changed."""
+    values = {k: v for k, v in st.session_state.to_dict().items() if k.startswith(FORM_PREFIX) and _plain(v)}
+    if WEIGHTS_FILE in st.session_state:
+        values[WEIGHTS_FILE] = st.session_state[WEIGHTS_FILE]
+    if values != st.session_state.get(FORM_SAVED):
+        forms.save(dataset_id, session.user(), values)
+        st.session_state[FORM_SAVED] = values
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, bool | int | float | str)
+
+
+def load_config(config: TrainConfig, dataset_id: str) -> None:
+    """Fill the form with ``config`` ("train again with these settings"); it is saved on the next draw."""
+    for f in TrainConfig.describe():
+        value = getattr(config, f.name)
+        if f.name == "fine_tune_epochs" and not config.two_phase:
+            continue  # the widget's own first value (phase 2 needs at least one epoch) stays
+        state_key = key(f"learning_rate_{config.optimizer}") if f.name == "learning_rate" else key(f.name)
+        if f.name == "weights" and value not in WEIGHT_LABELS:
+            st.session_state[WEIGHTS_FILE], value = value, "file"
+        st.session_state[state_key] = value
+    st.session_state[TWO_PHASE] = config.two_phase
+    st.session_state[FORM_FOR] = [dataset_id, session.user()]
+
+
 def train_form(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
     """Draw the form; return the TrainConfig it describes, the names of the layers that train, and why the run
     cannot get its weights (None when it can: the ways out are drawn under the model section)."""
+    if ds.id:
+        restore(ds.id)
+    config, unfrozen, problem = _draw(ds)
+    if ds.id:
+        remember(ds.id)
+    return config, unfrozen, problem
+
+
+def _draw(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
     model = model_section(ds)
     unfrozen = model.pop("unfrozen_layers")
     if problem := weights_problem(model["weights"], model["head"]):

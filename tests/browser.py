@@ -1,0 +1,182 @@
+"""What the browser tests share: the app served by `streamlit run` (stopped and started again at will), Debian's
+Chromium driven by Playwright, and waits on Streamlit's script state rather than on sleeps.
+
+    app = AppServer(tmp_path, env={"CLASSIFIER_MAX_JOBS": "1"}).start()
+    with chromium() as browser:
+        page = new_page(browser)
+        page.goto(app.url)
+    app.restart()             # SIGTERM, then the same command on the same port and folders
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IDLE = '[data-test-script-state="notRunning"]'
+STARTUP_TIMEOUT = 180  # s: the machine may be shared
+WAIT = 180_000  # ms for page reruns
+TRAIN_WAIT = 900_000  # ms for a training run
+
+
+def browser_problem() -> str | None:
+    """Why no browser can be driven here, or None."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (Debian's chromium package)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed"
+    return None
+
+
+BROWSER_PROBLEM = browser_problem()
+BROWSER_REQUIRED = os.environ.get("REQUIRE_BROWSER") == "1"  # CI sets it: a missing browser fails, not skips
+MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        BROWSER_PROBLEM is not None and not BROWSER_REQUIRED, reason=f"browser test skipped: {BROWSER_PROBLEM}"
+    ),
+]
+
+
+def browser_or_fail() -> None:
+    if BROWSER_PROBLEM:
+        pytest.fail(f"REQUIRE_BROWSER=1 but {BROWSER_PROBLEM}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class AppServer:
+    """`streamlit run app.py` on a free local port, with its own runs, work and Keras folders under ``base``."""
+
+    def __init__(self, base: Path, env: dict[str, str] | None = None, flags: list[str] | None = None):
+        browser_or_fail()
+        self.base, self.port = base, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.runs, self.work, self.log = base / "runs", base / "work", base / "server.log"
+        self.env = {
+            **os.environ,  # includes the isolated folders from conftest, replaced below
+            "CLASSIFIER_RUNS_DIR": str(self.runs),
+            "CLASSIFIER_WORK_DIR": str(self.work),
+            "KERAS_HOME": str(base / "keras"),
+            **(env or {}),
+        }
+        self.flags = flags or []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AppServer:
+        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+               "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               *self.flags]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {self.proc.returncode}:\n{log_tail(self.log)}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(self.log)}")
+            time.sleep(0.5)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def restart(self) -> AppServer:
+        self.stop()
+        return self.start()
+
+
+@contextlib.contextmanager
+def chromium():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT)  # expect() has its own default (5 s), separate from the page's
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+            expect.set_options(timeout=5_000)
+
+
+def new_page(browser, width: int = 1400):
+    """A page in a new browser context: its own cookies and session, as another tab or another person."""
+    context = browser.new_context(viewport={"width": width, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    return page
+
+
+@contextlib.contextmanager
+def evidence_on_failure(pages, server: AppServer, folder: Path):
+    """On failure, save a screenshot of each page to the test's tmp folder and print the server log's tail."""
+    try:
+        yield
+    except BaseException:
+        for i, page in enumerate(pages if isinstance(pages, list | tuple) else [pages]):
+            shot = folder / f"failure-{i}.png"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}\nurl: {page.url}")
+        print(f"server log:\n{log_tail(server.log)}")
+        raise
+
+
+def settle(page) -> None:
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_selector(IDLE, state="attached")
+    page.wait_for_selector('[data-stale="true"]', state="detached")
+
+
+def assert_no_traceback(page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert "Traceback" not in page.locator("body").inner_text()

@@ -1,0 +1,129 @@
+"""Every job on the server, for the Jobs page and the sidebar: who started it, on what, how far, and Stop.
+
+jobs_list()       # a fragment that redraws every few seconds: queued, running and recently finished jobs
+sidebar_status()  # one line in the sidebar while something runs, linking to the Jobs page
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from core.jobs import (
+    CANCELLED,
+    COMPLETED,
+    EVALUATE,
+    FAILED,
+    INTERRUPTED,
+    LR_FIND,
+    QUEUED,
+    STARTING,
+    STOPPED,
+    TRAIN,
+    JobSnapshot,
+    registry,
+)
+from ui.job_view import owner_name, restart, stop_control
+from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, guarded, plural
+
+REFRESH_SECONDS = 2.0
+STATES = {
+    QUEUED: "queued",
+    STARTING: "starting",
+    COMPLETED: "finished",
+    STOPPED: "stopped, model saved",
+    FAILED: "failed",
+    CANCELLED: "cancelled",
+    INTERRUPTED: "interrupted",
+}
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%d %b %H:%M", time.localtime(ts)) if ts else "–"
+
+
+def _watch_link(snap: JobSnapshot) -> None:
+    if snap.kind == TRAIN:
+        st.page_link("pages/train.py", label="Watch" if not snap.finished else "Open", icon=":material/monitoring:",
+                     query_params={JOB_PARAM: snap.id})  # fmt: skip
+    elif snap.kind == LR_FIND and snap.dataset_id:
+        st.page_link("pages/train.py", label="Open its dataset on Train", icon=":material/model_training:",
+                     query_params={DATASET_PARAM: snap.dataset_id})  # fmt: skip
+    elif snap.kind == EVALUATE and snap.params.get("run"):
+        st.page_link("pages/evaluate.py", label="Open the run on Evaluate", icon=":material/fact_check:",
+                     query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip
+
+
+def _progress(snap: JobSnapshot) -> None:
+    if snap.state == QUEUED:
+        ahead = registry().ahead(snap.id)
+        st.caption(f"Queued: {plural(ahead, 'job')} ahead." if ahead else "Queued: starts next.")
+    elif snap.finished:
+        what = STATES.get(snap.state, snap.state)
+        if snap.kind == TRAIN and snap.metrics.get("val_accuracy") is not None:
+            what += f" · val accuracy {snap.metrics['val_accuracy']:.1%}"
+        st.caption(f"{what.capitalize()} at {_when(snap.ended)} after {duration(snap.elapsed)}.")
+        if snap.error and snap.state != INTERRUPTED:
+            st.caption(f":red[{snap.error}]")
+    else:
+        if snap.kind == TRAIN and snap.epochs and snap.state == "training":
+            text = f"Epoch {snap.epoch}/{snap.epochs} · batch {snap.batch}/{snap.batches}"
+        else:
+            text = f"{(snap.stage or snap.state).capitalize()}: {snap.done:,}/{snap.total:,}"
+        st.progress(snap.done / max(snap.total, 1), text=f"{text} · ETA {duration(snap.eta)}")
+
+
+def job_card(snap: JobSnapshot) -> None:
+    with st.container(border=True, key=f"job_card_{snap.id}"):
+        head, actions = st.columns([3, 1], vertical_alignment="center")
+        state = "Stopping…" if snap.stopping else STATES.get(snap.state, "running")
+        head.markdown(
+            f"**{snap.label.capitalize()}** `{snap.id}` · {snap.dataset or 'no dataset'} · "
+            f"{owner_name(snap.owner)} · {state}"
+        )
+        with head:
+            _progress(snap)
+        with actions:
+            _watch_link(snap)
+            if not snap.finished:
+                stop_control(snap, f"jobs_stop_{snap.id}")
+            elif snap.state == INTERRUPTED and not snap.restarted_as:
+                st.button("Restart it", icon=":material/replay:", key=f"jobs_restart_{snap.id}", on_click=restart,
+                          args=(snap.id,))  # fmt: skip
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+@guarded
+def jobs_list() -> None:
+    jobs = registry().jobs()
+    active = [j for j in jobs if not j.finished]
+    done = [j for j in jobs if j.finished]
+    if not jobs:
+        st.info("No jobs in the last day. Start a training on the Train page; it shows here for everyone.",
+                icon=":material/info:")  # fmt: skip
+        return
+    st.subheader(f"Running and queued ({len(active)})")
+    if not active:
+        st.caption("Nothing is running now.")
+    for snap in reversed(active):  # in the order they run
+        job_card(snap)
+    if done:
+        st.subheader(f"Finished in the last day ({len(done)})")
+        for snap in done:
+            job_card(snap)
+
+
+@st.fragment(run_every=5.0)
+@guarded
+def sidebar_status() -> None:
+    jobs = [j for j in registry().jobs(recent=0) if not j.finished]
+    running = sum(j.state != QUEUED for j in jobs)
+    if not jobs:
+        return
+    queued = len(jobs) - running
+    if running:
+        text = f"{plural(running, 'job')} running" + (f", {queued} queued" if queued else "")
+    else:
+        text = f"{plural(queued, 'job')} queued"
+    st.page_link("pages/jobs.py", label=text, icon=":material/progress_activity:")
