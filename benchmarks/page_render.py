@@ -3,11 +3,12 @@
     python benchmarks/page_render.py
     python benchmarks/page_render.py --data ../shared/data/hymenoptera_data.zip --repeats 10
 
-In a fresh process (as after a server start), through Streamlit's own script runner (AppTest): load the dataset,
-then draw the Train page with it, once cold and ``--repeats`` times warm; each render's time is the script run's
-wall time. Then, in the same run, the old way of filling the layer table: ``keras.applications.VGG16`` built with
-the page's head and size (``core.model.build_model``, TensorFlow imported first), as the page did on its first
-visit. The goal: a warm Train page in at most 2 s, and no TensorFlow in the page's process.
+In a fresh process (as after a server start), through Streamlit's own script runner (AppTest): save the dataset
+in the workspace (as an upload is), then draw the Train page with it, once cold and ``--repeats`` times warm; each
+render's time is the script run's wall time. Then, in the same run, the old way of filling the layer table:
+``keras.applications.VGG16`` built with the page's head and size (``core.model.build_model``, TensorFlow imported
+first), as the page did on its first visit. The goal: a warm Train page in at most 2 s, and no TensorFlow in the
+page's process.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ PAGE = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from streamlit.testing.v1 import AppTest
-from core.dataset import load_dataset
+from core.datasets import open_dataset, save_zip
 
-ds = load_dataset({data!r}, {work!r})
+ds = open_dataset(save_zip({data!r}).id)  # saved in the workspace, as an upload is: the form is read and written
 at = AppTest.from_file({app!r}, default_timeout=600)
-at.session_state["dataset"] = ds
+at.session_state["dataset"] = ds.id
 at.run()
 times = []
 for i in range({repeats} + 1):
@@ -78,8 +79,7 @@ def main() -> None:
             from core.sample import make_sample_zip
 
             data = str(make_sample_zip(Path(tmp) / "sample.zip"))
-        page = run(PAGE.format(root=str(ROOT), data=data, work=f"{tmp}/ds", app=str(ROOT / "app.py"),
-                               repeats=args.repeats), env)  # fmt: skip
+        page = run(PAGE.format(root=str(ROOT), data=data, app=str(ROOT / "app.py"), repeats=args.repeats), env)
         build = run(BUILD.format(root=str(ROOT)), env)
     flags = Path("/proc/cpuinfo").read_text()
     cpu = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "?")
