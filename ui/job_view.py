@@ -43,7 +43,7 @@ def owner_name(owner: str) -> str:
 
 def progress(snap: JobSnapshot) -> None:
     if snap.state == STARTING:
-        st.info("Starting…", icon=":material/hourglass_top:")
+        st.info("Starting: preparing the model…", icon=":material/hourglass_top:")
     elif snap.state == QUEUED:
         ahead = registry().ahead(snap.id)
         text = (

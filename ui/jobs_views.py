@@ -59,6 +59,8 @@ def _progress(snap: JobSnapshot) -> None:
     if snap.state == QUEUED:
         ahead = registry().ahead(snap.id)
         st.caption(f"Queued: {plural(ahead, 'job')} ahead." if ahead else "Queued: starts next.")
+    elif snap.state == STARTING:
+        st.caption("Starting: preparing the model…")
     elif snap.finished:
         what = STATES.get(snap.state, snap.state)
         if snap.kind == TRAIN and snap.metrics.get("val_accuracy") is not None:
