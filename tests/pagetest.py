@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def copy_run(trained_run: Path, name: str | None = None, finished: str | None = 
 # it runs is a stand-in that reports like core.training.train and saves a run folder the pages can read. Real
 # training is tested in the core tests and, through the served app, in the browser test.
 BATCH_SECONDS = 0.02
+# A stopped stand-in waits for this before it saves, so a test can see the job while it is stopping (a real
+# training takes the rest of its batch); set unless a test clears it.
+STOP_HOLD = threading.Event()
+STOP_HOLD.set()
 
 
 def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, owner=""):
@@ -119,6 +124,8 @@ def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, o
             rows.append({**logs, **({"phase": phase.number} if phase.number else {})})
             listener(Event("training", "epoch", epoch * batches, total, 0.1, 1.0, epoch, config.total_epochs,
                            batches, batches, logs, phase=phase.number))  # fmt: skip
+    if stop.is_set():
+        STOP_HOLD.wait(timeout=60)
     if not rows:
         shutil.rmtree(run_dir)
         raise Cancelled("Stopped before training started; nothing was saved.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from pagetest import JOB_TIMEOUT, assert_clean, button, copy_run, load, metrics, open_app, texts
+from pagetest import JOB_TIMEOUT, STOP_HOLD, assert_clean, button, copy_run, load, metrics, open_app, texts
 from streamlit.testing.v1 import AppTest
 
 
@@ -155,12 +155,16 @@ def test_stop_button_ends_the_run_and_keeps_the_model(tmp_path, fast_training):
         assert time.monotonic() < deadline, "the job never started training"
         time.sleep(0.2)
     at.run()
-    button(at, "Stop").click().run()
-    assert_clean(at)
-    assert registry().get(job_id).stop_asked
-    # The click's own run says so, before the batch ends: the stop is set in the button's callback.
-    assert at.button[0].label == "Stopping…" and at.button[0].disabled
-    assert any(w.startswith("Stopping…") for w in texts(at.warning))
+    STOP_HOLD.clear()  # the stand-in keeps "finishing its batch" until the page has been looked at
+    try:
+        button(at, "Stop").click().run()
+        assert_clean(at)
+        assert registry().get(job_id).stop_asked
+        # The click's own run says so, before the batch ends: the stop is set in the button's callback.
+        assert at.button[0].label == "Stopping…" and at.button[0].disabled
+        assert any(w.startswith("Stopping…") for w in texts(at.warning))
+    finally:
+        STOP_HOLD.set()
     job = registry().wait(job_id, timeout=JOB_TIMEOUT)
     assert job.state == STOPPED, job.error
     at.run()
