@@ -20,11 +20,15 @@ its run folder's name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +41,11 @@ from core.dataset import Dataset
 from core.errors import Cancelled, UserError
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent  # the project: where `python -m core.worker` is found
 MAX_JOBS_ENV = "CLASSIFIER_MAX_JOBS"
+EXECUTOR_ENV = "CLASSIFIER_EXECUTOR"
+THREAD, PROCESS = "thread", "process"  # where a job runs: a thread of the dispatching process, or its own process
+THREAD_PREFIX = "thread:"
 MAX_BATCH_POINTS = 5000  # per-batch losses drawn in the chart; more are thinned evenly when read
 FLUSH_SECONDS = 0.5  # progress reaches the database at most this often (and at once for what matters)
 STOP_POLL_SECONDS = 0.25  # how often a worker looks for a stop asked by another process
@@ -156,7 +164,7 @@ def worker_alive(worker: str | None) -> bool:
     """Whether the process named by ``worker_id`` still runs. A process on another machine counts as alive."""
     if not worker:
         return False
-    host, pid, start = worker.rsplit(":", 2)
+    host, pid, start = worker.removeprefix(THREAD_PREFIX).rsplit(":", 2)
     if host != socket.gethostname():
         return True
     try:
@@ -331,9 +339,15 @@ def run_job(path: Path, job_id: str, stop: StopFlag | None = None) -> str:
 class JobRegistry:
     """This process's view of the jobs in the workspace database, and its dispatcher of queued jobs."""
 
-    def __init__(self, max_running: int | None = None, dispatch: bool = True):
-        """``dispatch=False``: read and change jobs only, never start one (the CLI, whose process soon ends)."""
+    def __init__(self, max_running: int | None = None, dispatch: bool = True, executor: str | None = None):
+        """``dispatch=False``: read and change jobs only, never start one (the CLI, whose process soon ends).
+        ``executor``: ``process`` (each job in a worker process of its own, the default) or ``thread`` (a thread
+        of this process: for tests that swap in stand-ins); default ``$CLASSIFIER_EXECUTOR``."""
         self.max_running = max_running or int(os.environ.get(MAX_JOBS_ENV) or 1)
+        self.executor = executor or os.environ.get(EXECUTOR_ENV) or PROCESS
+        if self.executor not in (THREAD, PROCESS):
+            raise ValueError(f"executor must be {THREAD!r} or {PROCESS!r}. Received: executor={self.executor!r}")
+        self._last_check = 0.0
         self.dispatch = dispatch
         self._closed = False
         self._stops: dict[str, StopFlag] = {}  # jobs running in this process
@@ -493,8 +507,11 @@ class JobRegistry:
                               (QUEUED,)).fetchone()  # fmt: skip
             if row is None:
                 return None
+            # A job on a thread of this process is marked as such: if this process goes, the job was interrupted
+            # with it; a worker process records its own id as it starts.
+            worker = (THREAD_PREFIX if self.executor == THREAD else "") + worker_id()
             con.execute("UPDATE jobs SET state = ?, started = ?, worker = ? WHERE id = ?",
-                        (STARTING, time.time(), worker_id(), row["id"]))  # fmt: skip
+                        (STARTING, time.time(), worker, row["id"]))  # fmt: skip
             return row["id"]
 
     def close(self) -> None:
@@ -511,13 +528,46 @@ class JobRegistry:
             except UserError:
                 log.warning("the workspace database cannot be read; retrying", exc_info=True)
                 job_id = None
+            if job_id is None and time.monotonic() - self._last_check > 5 and path.exists():
+                self._last_check = time.monotonic()
+                with contextlib.suppress(UserError):
+                    recover(path)  # a worker of an earlier server that died since: say so
             if job_id is None:
                 with self._cond:
                     if not self._closed:
                         self._cond.wait(1.0)  # woken by a submit or a finish; one queued elsewhere waits ≤1 s
                 continue
-            flag = self._stops[job_id] = StopFlag(path, job_id)
-            threading.Thread(target=self._run, args=(path, job_id, flag), name=f"job-{job_id}", daemon=True).start()
+            if self.executor == PROCESS:
+                self._spawn(path, job_id)
+            else:
+                flag = self._stops[job_id] = StopFlag(path, job_id)
+                threading.Thread(target=self._run, args=(path, job_id, flag), name=f"job-{job_id}",
+                                 daemon=True).start()  # fmt: skip
+
+    def _spawn(self, path: Path, job_id: str) -> None:
+        """Run the job in a process of its own (``core.worker``), in a session of its own: a signal meant for the
+        web server does not reach it, so it outlives a restart of the server."""
+        from core.cache import CACHE_ENV, cache_dir
+        from core.workspace import WORK_ENV, work_root
+
+        # The same folders and the same code, wherever this process was started from (paths in a job's settings,
+        # such as an uploaded weights file, stay relative to the same working directory).
+        env = {**os.environ, runs.RUNS_ENV: str(runs.runs_dir().resolve()), WORK_ENV: str(work_root().resolve()),
+               CACHE_ENV: str(cache_dir().resolve()),
+               "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}  # fmt: skip
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "core.worker", str(path), job_id], env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            ended_unexpectedly(path, job_id, f"it could not be started: {exc}")
+            return
+        threading.Thread(target=self._reap, args=(path, job_id, proc), name=f"reap-{job_id}", daemon=True).start()
+
+    def _reap(self, path: Path, job_id: str, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        if code:
+            ended_unexpectedly(path, job_id, _exit_words(code))
+        self._wake()
 
     def _run(self, path: Path, job_id: str, flag: StopFlag) -> None:
         try:
@@ -527,6 +577,34 @@ class JobRegistry:
         finally:
             self._stops.pop(job_id, None)
             self._wake()
+
+
+def _exit_words(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        oom = ", as the system does when it runs out of memory" if -code == signal.SIGKILL else ""
+        return f"it was killed by {name}{oom}"
+    return f"it exited with status {code}"
+
+
+def ended_unexpectedly(path: Path, job_id: str, how: str) -> None:
+    """Mark a job whose process ended without recording its end as failed, saying how it ended."""
+    with db.connect(write=True, path=path) as con:
+        row = con.execute("SELECT kind FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        what = KIND_NAMES.get(row["kind"], "job") if row else "job"
+        con.execute(
+            f"UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
+            (FAILED, time.time(), f"The {what} process ended unexpectedly: {how}. Nothing of it was saved.",
+             job_id),
+        )  # fmt: skip
+    _remove_partial(job_id, row["kind"] if row else "")
+
+
+def _remove_partial(job_id: str, kind: str) -> None:
+    """A training's run folder without its marker holds nothing usable: remove it; a complete run stays."""
+    folder = runs.runs_dir() / job_id
+    if kind == TRAIN and folder.is_dir() and not runs.is_run(folder):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def recover(path: Path | None = None) -> list[str]:
@@ -542,14 +620,15 @@ def recover(path: Path | None = None) -> list[str]:
                            (QUEUED,)).fetchall()  # fmt: skip
         gone = [r for r in rows if not worker_alive(r["worker"])]
         for r in gone:
-            con.execute(
-                "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
-                (INTERRUPTED, time.time(), "The server stopped while this job ran; nothing of it was saved.", r["id"]),
-            )
+            if (r["worker"] or "").startswith(THREAD_PREFIX):  # it ran inside a web server that has stopped
+                state, error = INTERRUPTED, "The server stopped while this job ran; nothing of it was saved."
+            else:
+                what = KIND_NAMES.get(r["kind"], "job")
+                state, error = FAILED, f"The {what} process ended unexpectedly. Nothing of it was saved."
+            con.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                        (state, time.time(), error, r["id"]))  # fmt: skip
     for r in gone:
-        folder = runs.runs_dir() / r["id"]
-        if r["kind"] == TRAIN and folder.is_dir() and not runs.is_run(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+        _remove_partial(r["id"], r["kind"])
     return [r["id"] for r in gone]
 
 

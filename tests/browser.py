@@ -117,19 +117,37 @@ class AppServer:
                 pytest.fail(f"streamlit did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(self.log)}")
             time.sleep(0.5)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+    def stop(self, sig: int = signal.SIGTERM, workers: bool = True) -> None:
+        """Stop the server; with ``workers``, also the job processes it started (they outlive the server)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if workers:
+            for pid in self.worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def restart(self) -> AppServer:
-        self.stop()
+        """SIGTERM the server and start it again; its job processes go on."""
+        self.stop(workers=False)
         return self.start()
+
+    def worker_pids(self) -> list[int]:
+        """The job processes working on this server's workspace."""
+        db = str(self.work / "workspace.db")
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"core.worker" in cmd and db.encode() in cmd:
+                found.append(int(proc.name))
+        return found
 
 
 @contextlib.contextmanager

@@ -134,6 +134,16 @@ def no_speed_probe(request, monkeypatch):
         monkeypatch.setattr(core.speed, "measure_in_background", lambda *args, **kwargs: None)
 
 
+@pytest.fixture(autouse=True)
+def jobs_on_threads(request, monkeypatch):
+    """Page tests run their jobs on threads of the test's process, where stand-ins (fast_training) can replace the
+    training; jobs in worker processes are tested in test_executor.py and through the served app."""
+    if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
+        from core.jobs import THREAD, registry
+
+        monkeypatch.setattr(registry(), "executor", THREAD)
+
+
 @pytest.fixture
 def fast_training(monkeypatch):
     """Page tests: jobs run stand-ins for training and the learning-rate test (see pagetest.fake_train)."""

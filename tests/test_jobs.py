@@ -21,6 +21,8 @@ from core.jobs import (
     INTERRUPTED,
     QUEUED,
     STOPPED,
+    THREAD,
+    THREAD_PREFIX,
     TRAIN,
     JobRegistry,
     JobWriter,
@@ -38,7 +40,7 @@ def new_registry():
     made = []
 
     def make(**kwargs) -> JobRegistry:
-        made.append(JobRegistry(**kwargs))
+        made.append(JobRegistry(**{"executor": THREAD, **kwargs}))  # worker processes: test_executor.py
         return made[-1]
 
     yield make
@@ -168,7 +170,7 @@ def test_a_restart_marks_jobs_of_a_gone_process_interrupted_and_keeps_the_queue(
     (partial / "history.csv").write_text("epoch,loss\n0,1.0\n")  # what a training leaves before its model is saved
     with db.connect(write=True) as con:
         for job_id, state, worker in (
-            (partial.name, "training", gone),
+            (partial.name, "training", THREAD_PREFIX + gone),  # a job on a thread of a server that stopped
             ("20260101-000000-alive-0002", "training", worker_id()),
             ("20260101-000000-next-0003", QUEUED, None),
         ):

@@ -123,7 +123,7 @@ def test_job_snapshot_carries_the_phase_two_start(colours_zip):
     from core.jobs import COMPLETED, JobRegistry
 
     saved = open_dataset(save_zip(colours_zip).id)
-    reg = JobRegistry(max_running=1)
+    reg = JobRegistry(max_running=1, executor="thread")
     job = reg.submit(saved, tiny_config(epochs=1, fine_tune_epochs=1, unfreeze=6))
     snap = reg.wait(job.id, timeout=600)
     reg.close()

@@ -151,6 +151,9 @@ def finished_view(snap: JobSnapshot) -> None:
                      icon=":material/fact_check:", query_params={RUN_PARAM: snap.id})  # fmt: skip
     elif snap.state == FAILED:
         st.error(snap.error, icon=":material/error:")
+        if snap.kind == TRAIN and not snap.restarted_as:
+            st.button("Try again", icon=":material/replay:", on_click=restart, args=(snap.id,),
+                      key=f"restart_{snap.id}")  # fmt: skip
     elif snap.state == CANCELLED:
         st.info("Cancelled before it started; nothing was saved.")
     elif snap.state == INTERRUPTED:
@@ -170,6 +173,7 @@ def restart(job_id: str) -> None:
         return
     st.session_state[CURRENT_JOB] = new.id
     st.query_params[JOB_PARAM] = new.id
+    session.started(new.id)
 
 
 def interrupted_view(snap: JobSnapshot) -> None:

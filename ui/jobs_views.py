@@ -90,7 +90,7 @@ def job_card(snap: JobSnapshot) -> None:
             _watch_link(snap)
             if not snap.finished:
                 stop_control(snap, f"jobs_stop_{snap.id}")
-            elif snap.state == INTERRUPTED and not snap.restarted_as:
+            elif snap.state in (INTERRUPTED, FAILED) and snap.kind == TRAIN and not snap.restarted_as:
                 st.button("Restart it", icon=":material/replay:", key=f"jobs_restart_{snap.id}", on_click=restart,
                           args=(snap.id,))  # fmt: skip
 
