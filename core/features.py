@@ -134,6 +134,36 @@ def compiled(model: keras.Model):
     return tf.function(lambda x: model(x, training=False), jit_compile=float32, reduce_retracing=True, autograph=False)
 
 
+def replicated(model: keras.Model, strategy) -> Callable[[np.ndarray], np.ndarray]:
+    """``compiled`` for a model built under ``strategy``: each batch is split into equal parts, one per replica.
+
+    The outputs come back in batch order. A batch that does not split evenly repeats its last image to fill the
+    parts (the extra outputs are dropped), so no replica gets an empty part and all run the same shape. No XLA:
+    a compiled cluster cannot read weights that live on another device than the one it runs on.
+    """
+    import tensorflow as tf
+
+    devices = strategy.extended.worker_devices
+    step = tf.function(
+        lambda x: strategy.run(lambda part: model(part, training=False), args=(x,)),
+        reduce_retracing=True,
+        autograph=False,
+    )
+
+    def apply(batch: np.ndarray) -> np.ndarray:
+        pad = -len(batch) % len(devices)
+        parts = np.split(np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)]) if pad else batch, len(devices))
+
+        def part(context):
+            with tf.device(devices[context.replica_id_in_sync_group]):
+                return tf.constant(parts[context.replica_id_in_sync_group])
+
+        outputs = strategy.experimental_local_results(step(strategy.experimental_distribute_values_from_function(part)))
+        return np.concatenate([np.asarray(out) for out in outputs])[: len(batch)]
+
+    return apply
+
+
 def extract(
     plan: Plan,
     paths: Sequence[str | os.PathLike],
@@ -144,7 +174,8 @@ def extract(
 ) -> np.ndarray:
     """Prefix outputs for ``paths`` as one float32 array; cached ones are read, the rest decoded and computed.
 
-    Decoding runs in a thread pool ahead of the compiled feature pass, so the two overlap.
+    Decoding runs in a thread pool ahead of the compiled feature pass, so the two overlap. Inside a strategy's
+    scope (``core.distribute``: training on several GPUs) each batch is split between its replicas.
     ``stats`` (if given) receives ``hits``, ``misses``, ``feature_seconds`` and ``vgg16_images_per_second``: the
     measured speed through all of VGG16's convolutions, or None when this pass did not measure it (too few images
     computed, or a prefix that ends earlier). Recording it for time estimates is the caller's job.
@@ -166,7 +197,11 @@ def extract(
         progress(done, len(paths))
     start = time.monotonic()
     if missing:
-        run = compiled(plan.prefix)
+        import tensorflow as tf
+
+        # Inside a strategy (core.distribute) its devices hold the weights, so it places the work too.
+        strategy = tf.distribute.get_strategy()
+        run = replicated(plan.prefix, strategy) if tf.distribute.has_strategy() else compiled(plan.prefix)
         size, resize = config.image_size, config.resize
         pool = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2))
         try:

@@ -5,7 +5,9 @@
 
 When the layers before the trainable ones are frozen (the tutorial's default), every image goes through them
 once, or comes from the disk cache, and only the trainable tail is fitted (``core.features``); otherwise the
-whole model trains end to end on decoded images. ``train`` makes no UI call and can run in a worker thread.
+whole model trains end to end on decoded images. With two or more GPUs, building the model, the frozen layers'
+pass and fitting run mirrored over them (``core.distribute``); on one device nothing changes.
+``train`` makes no UI call and can run in a worker thread.
 It reports to ``listener(Event)``: which path it takes and why, preparation progress, every batch and every
 epoch, with counts, elapsed time and an ETA. Setting ``stop`` ends the run within one batch; the model trained
 so far is saved and the run is marked ``stopped`` (a stop before the first batch saves nothing). Only whole epochs
@@ -29,7 +31,7 @@ from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 # isort: split
 import keras
 
-from core import runs
+from core import distribute, runs
 from core.augment import training_data
 from core.cache import ArrayCache
 from core.config import HEAD_LAYERS, TrainConfig
@@ -202,14 +204,19 @@ def train(
     once (or comes from the disk cache) and only the tail trains; otherwise the whole model trains end to end.
 
     Raises:
-        UserError: bad options, a weights problem, or an unreadable image; no run folder is left behind.
+        UserError: bad options, a weights problem, an unreadable image, or devices named in ``CLASSIFIER_DEVICES``
+            that this machine does not have; no run folder is left behind.
         Cancelled: ``stop`` was set before training started; no run folder is left behind.
     """
     config.validate()
     stop = stop or threading.Event()
+    split = split_dataset(dataset, config)
+    placement = distribute.for_training(config.batch_size, len(split[0]), len(split[1]))
     run_dir = runs.claim_dir(out_dir) if out_dir else runs.new_run_dir(dataset.report.source)
     try:
-        return _train(dataset, config, run_dir, listener, stop, cache or ArrayCache(), owner)
+        # Models must be built in the scope of the strategy they train with; on one device it is the default one.
+        with placement.strategy.scope():
+            return _train(dataset, config, split, run_dir, listener, stop, cache or ArrayCache(), placement, owner)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -234,11 +241,23 @@ def phases(config: TrainConfig) -> list[Phase]:
 
 
 def _train(
-    dataset: Dataset, config: TrainConfig, run_dir: Path, listener, stop, cache: ArrayCache, owner: str = ""
+    dataset: Dataset,
+    config: TrainConfig,
+    split: tuple[list[int], list[int]],
+    run_dir: Path,
+    listener,
+    stop,
+    cache: ArrayCache,
+    placement: distribute.Placement,
+    owner: str = "",
 ) -> Result:
     started = time.time()
     keras.utils.set_random_seed(config.seed)
-    train_idx, val_idx = split_dataset(dataset, config)
+    train_idx, val_idx = split
+    strategy = placement.strategy
+    mirrored = strategy.num_replicas_in_sync > 1
+    # Scoring batches: on several devices, a size whose first batch splits evenly (see core.distribute).
+    val_batch = distribute.evaluation_batch(strategy, config.batch_size, len(val_idx))
     paths = dataset.paths()
     train_paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
     n = len(paths_all := train_paths + val_paths)
@@ -264,6 +283,8 @@ def _train(
                 "the head alone, every VGG16 layer frozen" if phase.number == 1 else f"the last {phase.unfreeze} layers"
             )
             message = f"Phase {phase.number} of 2 ({what}, learning rate {phase.learning_rate:g}): {message}"
+        if phase.number < 2 and placement.message:
+            message += f" {placement.message}"
         if phase.number < 2 and (speed := known_speed(config.image_size, config.precision)):
             # The estimate covers the whole run (both phases), so it is said once, at the start.
             message += f" Estimated: {estimate(config, len(train_idx), len(val_idx), speed).text}."
@@ -312,10 +333,14 @@ def _train(
         fit_model.fit(
             train_data,
             y_train if not config.augmented else None,
+            # The configured batch size is the whole batch (here and in the augmented pipeline): under a
+            # MirroredStrategy Keras splits each batch between the replicas, so the updates, their number and
+            # their noise do not depend on how many GPUs there are.
             batch_size=None if config.augmented else config.batch_size,
             initial_epoch=start_epoch,
             epochs=start_epoch + phase.epochs,
             validation_data=(x_val, y_val),  # never augmented
+            validation_batch_size=val_batch if mirrored else None,
             shuffle=not config.augmented,  # the augmented pipeline shuffles itself
             verbose=0,
             callbacks=callbacks,
@@ -339,7 +364,7 @@ def _train(
     rows = reporter.rows
     # The model as saved, on the whole validation split: after a stop, the last epoch's own validation (if any)
     # was cut short, and its weights may be a partial epoch past it. No callback here, so no stop applies.
-    val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=config.batch_size, verbose=0)
+    val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=val_batch, verbose=0)
     metrics = {
         "val_loss": float(val_loss),
         "val_accuracy": float(val_acc),
@@ -356,6 +381,12 @@ def _train(
         "fit_seconds": round(fit_s, 2),
         **param_counts(model),
     }
+    if names := distribute.devices(strategy):  # recorded only when not on TensorFlow's default strategy
+        metrics["distribution"] = {
+            "strategy": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+            "devices": names,
+        }
     if config.augmented:
         metrics["augmentation"] = augmentation_summary(config)
     if config.two_phase:
