@@ -5,8 +5,8 @@
 
 Random weights (no download), precision ``auto``, a fresh speed file: nothing measured on this server yet.
 For each case the estimate is made as the page makes it: the layer names from the static layer table, the speed
-from ``known_speed``, measured first by ``measure_in_background`` (the page's probe, in its own process) when
-unknown. Then ``core.training.train`` is timed with an empty feature cache, so a cached-feature run includes
+from ``known_speed``, measured first by ``measure_in_background`` (the page's probe: a job, in a worker process)
+when unknown. Then ``core.training.train`` is timed with an empty feature cache, so a cached-feature run includes
 its cold feature pass. The run records its own fit time (``core.training`` calls ``record_run_pace`` at the end
 of every run), and a second run of the same case, again with an empty cache, is compared with the corrected
 estimate. Errors are (estimate - actual) / actual; the goal is within ±30 %. The 1-minute load average before

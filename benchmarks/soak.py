@@ -66,10 +66,6 @@ def main() -> None:
                     break
                 time.sleep(0.02)
             total = time.perf_counter() - t0
-            deadline = time.monotonic() + 30  # the worker adds its peak as it exits, just after the job's end
-            while "worker_peak_mb" not in snap.metrics and time.monotonic() < deadline:
-                time.sleep(0.05)
-                snap = reg.get(job.id, points=False)
             if snap.state != COMPLETED:
                 sys.exit(f"run {i} ended {snap.state}: {snap.error}")
             rows.append({"first": first, "total": total, "peak": snap.metrics.get("worker_peak_mb"), "rss": rss_mb()})

@@ -300,8 +300,9 @@ def _clean_name(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def open_dataset(dataset_id: str) -> Dataset:
-    """The saved dataset, read from its dataset.json, marked as used now.
+def open_dataset(dataset_id: str, touch: bool = True) -> Dataset:
+    """The saved dataset, read from its dataset.json, marked as used now (``touch=False``: read only; a job on
+    another machine, which never opens the workspace database).
 
     Raises:
         UnknownDataset: no saved dataset has this id (or the id is not plain hex).
@@ -324,7 +325,8 @@ def open_dataset(dataset_id: str) -> Dataset:
             f"The saved dataset {dataset_id} is damaged (its {DATASET_FILE} cannot be read); delete it and upload "
             "the zip again."
         ) from None
-    _touch(folder, record)
+    if touch:
+        _touch(folder, record)
     classes = list(data["classes"])
     return Dataset(root=root, classes=classes, items=items, report=report, id=dataset_id, name=record["name"])
 

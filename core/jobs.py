@@ -1,21 +1,28 @@
-"""Jobs: heavy work (training, the learning-rate test, evaluation) queued and followed in the workspace database.
+"""Jobs: heavy work (training, the learning-rate test, evaluation, the speed test) queued and followed in the workspace
+database.
 
     job = registry().submit(dataset, config, owner="ann@example.com")   # dataset: a saved one (dataset.id)
     registry().get(job.id)               # a JobSnapshot: state, progress, epochs so far — from any tab or process
     registry().stop(job.id, user)        # honoured within one batch; the model so far is saved
     registry().submit_task(LR_FIND, {"config": config.to_dict()}, owner=..., dataset=dataset)
-    registry().restart(job.id, user)     # an interrupted job, queued again with the same settings
+    registry().restart(job.id, user)     # an interrupted or failed job, queued again with the same settings
 
 A job is data, not a closure: its kind, its settings (JSON) and its saved dataset's id are a row of the ``jobs``
 table, so any process can start it and a restarted server finds it again. Every session reads jobs and their
 progress from the database; nothing about a job lives only in one process's memory.
 
 This process's dispatcher starts queued jobs, oldest first, while fewer than ``max_running`` run
-(``$CLASSIFIER_MAX_JOBS``, default 1: 2 CPU cores are not shared well); each runs on a worker thread that writes
-its progress (at most every ``FLUSH_SECONDS``, at once for an epoch, a stage or the end) and checks for a stop
-after every batch. A job whose process has gone (a server restart, a crash) is marked *interrupted*; the model
-files of a run appear only once complete, so nothing half-made is ever listed. The job id of a training is also
-its run folder's name.
+(``$CLASSIFIER_MAX_JOBS``, default 1: 2 CPU cores are not shared well). Where a job runs is the *executor*:
+
+* ``process`` (the default): a worker process of its own on this machine (``core.worker``), which outlives a
+  restart of the web server and gives its memory back when it ends. One more waits ahead with TensorFlow loaded.
+* ``ray`` (when ``$RAY_ADDRESS`` is set): an actor on a Ray cluster (``core.ray_jobs``).
+* ``thread``: a thread of this process (tests with stand-ins).
+
+The job's process writes its progress (at most every ``FLUSH_SECONDS``, at once for an epoch, a stage or the end)
+through a ``Store`` and checks for a stop after every batch. A job whose process has gone is marked failed (or
+*interrupted*, for a thread of a stopped server), saying how it ended; the model files of a run appear only once
+complete, so nothing half-made is ever listed. The job id of a training is also its run folder's name.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,19 +52,24 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent  # the project: where `python -m core.worker` is found
 MAX_JOBS_ENV = "CLASSIFIER_MAX_JOBS"
 EXECUTOR_ENV = "CLASSIFIER_EXECUTOR"
-THREAD, PROCESS = "thread", "process"  # where a job runs: a thread of the dispatching process, or its own process
-THREAD_PREFIX = "thread:"
+# Where a job runs: its own process on this machine (the default), a Ray cluster (``core.ray_jobs``), or a thread of
+# the dispatching process (for tests that swap in stand-ins).
+THREAD, PROCESS, RAY = "thread", "process", "ray"
+EXECUTORS = (PROCESS, RAY, THREAD)
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+WARM_ENV = "CLASSIFIER_WARM_WORKER"  # "0": no worker waits with TensorFlow loaded (saves its memory while idle)
+THREAD_PREFIX, RAY_PREFIX = "thread:", "ray:"
 MAX_BATCH_POINTS = 5000  # per-batch losses drawn in the chart; more are thinned evenly when read
 FLUSH_SECONDS = 0.5  # progress reaches the database at most this often (and at once for what matters)
 STOP_POLL_SECONDS = 0.25  # how often a worker looks for a stop asked by another process
 RECENT_SECONDS = 24 * 3600  # finished jobs shown in the jobs view
 
-TRAIN, LR_FIND, EVALUATE = "train", "lr_find", "evaluate"  # kinds of job
+TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"  # kinds of job
 QUEUED, STARTING, READING, FEATURES, TRAINING = "queued", "starting", "reading", "features", "training"
 WORKING = "working"  # a task's state while it runs (its stage names what it does)
 COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "failed", "cancelled", "interrupted"
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
-KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation"}
+KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test"}
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 
 
@@ -160,10 +173,17 @@ def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
 
 
+# How this process learns whether a job on a Ray cluster still runs (set once it is connected to one).
+ray_alive: Any = None
+
+
 def worker_alive(worker: str | None) -> bool:
-    """Whether the process named by ``worker_id`` still runs. A process on another machine counts as alive."""
+    """Whether the process named by ``worker_id`` still runs. A process on another machine counts as alive, and
+    so does a job on a Ray cluster that this process is not connected to."""
     if not worker:
         return False
+    if worker.startswith(RAY_PREFIX):
+        return ray_alive is None or ray_alive(worker.removeprefix(RAY_PREFIX).split("@", 1)[0])
     host, pid, start = worker.removeprefix(THREAD_PREFIX).rsplit(":", 2)
     if host != socket.gethostname():
         return True
@@ -176,12 +196,64 @@ def worker_alive(worker: str | None) -> bool:
     return _process_start(int(pid)) == start
 
 
-class StopFlag(threading.Event):
-    """A stop for one job: set here, or asked for in the database by any process (seen within STOP_POLL_SECONDS)."""
+class Store:
+    """The workspace records as a job's process reads and writes them: the SQLite file itself, on this machine.
 
-    def __init__(self, path: Path, job_id: str):
+    A job on another machine (the Ray executor) never opens the file: SQLite's write-ahead log works only between
+    processes of one machine. It talks to a ``Store`` living next to the file instead (``core.ray_jobs``), through
+    the same methods.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with db.connect(path=self.path) as con:
+            row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def take(self, job_id: str, worker: str) -> bool:
+        """Record ``worker`` as the job's process, if the job is still waiting for one (not cancelled meanwhile)."""
+        with db.connect(write=True, path=self.path) as con:
+            return bool(con.execute("UPDATE jobs SET worker = ? WHERE id = ? AND state = ?",
+                                    (worker, job_id, STARTING)).rowcount)  # fmt: skip
+
+    def stop_asked(self, job_id: str) -> bool:
+        with db.connect(path=self.path) as con:
+            row = con.execute("SELECT stop FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is None or bool(row["stop"])
+
+    def write(self, job_id: str, fields: dict[str, Any], points: list[tuple[str, str]]) -> None:
+        with db.connect(write=True, path=self.path) as con:
+            if fields:
+                cols = ", ".join(f"{k} = ?" for k in fields)
+                con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            con.executemany(
+                "INSERT INTO job_points (job_id, kind, data) VALUES (?, ?, ?)",
+                [(job_id, kind, data) for kind, data in points],
+            )
+
+    def finish(self, job_id: str, kind: str, state: str, error: str | None, metrics: dict, result: Any) -> None:
+        with db.connect(write=True, path=self.path) as con:
+            con.execute(
+                "UPDATE jobs SET state = ?, error = ?, metrics = ?, result = ?, finished = ? WHERE id = ?",
+                (state, error, json.dumps(metrics), json.dumps(result) if result is not None else None, time.time(),
+                 job_id),
+            )  # fmt: skip
+            if state in (COMPLETED, STOPPED) and kind == TRAIN:
+                runs.index_run(con, job_id)
+
+
+def _store(store: Store | Path | str) -> Store:
+    return store if isinstance(store, Store) else Store(Path(store))
+
+
+class StopFlag(threading.Event):
+    """A stop for one job: set here, or asked for in the records by any process (seen within STOP_POLL_SECONDS)."""
+
+    def __init__(self, store: Store | Path, job_id: str):
         super().__init__()
-        self.path, self.job_id, self._checked = path, job_id, 0.0
+        self.store, self.job_id, self._checked = _store(store), job_id, 0.0
 
     def is_set(self) -> bool:
         if super().is_set():
@@ -189,18 +261,16 @@ class StopFlag(threading.Event):
         now = time.monotonic()
         if now - self._checked >= STOP_POLL_SECONDS:
             self._checked = now
-            with db.connect(path=self.path) as con:
-                row = con.execute("SELECT stop FROM jobs WHERE id = ?", (self.job_id,)).fetchone()
-            if row is None or row["stop"]:
+            if self.store.stop_asked(self.job_id):
                 self.set()
         return super().is_set()
 
 
 class JobWriter:
-    """Progress of one job into the database, throttled: training events and task reports go through here."""
+    """Progress of one job into the records, throttled: training events and task reports go through here."""
 
-    def __init__(self, path: Path, job_id: str):
-        self.path, self.job_id = path, job_id
+    def __init__(self, store: Store | Path, job_id: str):
+        self.store, self.job_id = _store(store), job_id
         self._fields: dict[str, Any] = {}
         self._points: list[tuple[str, str]] = []
         self._flushed = 0.0
@@ -224,16 +294,8 @@ class JobWriter:
             fields, points = self._fields, self._points
             self._fields, self._points = {}, []
         self._flushed = now
-        if not fields and not points:
-            return
-        with db.connect(write=True, path=self.path) as con:
-            if fields:
-                cols = ", ".join(f"{k} = ?" for k in fields)
-                con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), self.job_id))
-            con.executemany(
-                "INSERT INTO job_points (job_id, kind, data) VALUES (?, ?, ?)",
-                [(self.job_id, kind, data) for kind, data in points],
-            )
+        if fields or points:
+            self.store.write(self.job_id, fields, points)
 
     def on_event(self, ev) -> None:
         """Listener for ``core.training.train``."""
@@ -260,12 +322,12 @@ class JobWriter:
         self.set(done == total, state=WORKING, stage=stage, done=done, total=total, eta=eta)
 
 
-def _open_dataset(dataset_id: str | None) -> Dataset | None:
+def _open_dataset(dataset_id: str | None, touch: bool = True) -> Dataset | None:
     if not dataset_id:
         return None
     from core.datasets import open_dataset
 
-    return open_dataset(dataset_id)
+    return open_dataset(dataset_id, touch=touch)
 
 
 def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: str, writer, stop) -> tuple:
@@ -297,21 +359,39 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
             raise UserError(f"The run {params['run']} was deleted before it could be evaluated.")
         ev = evaluate_run(run.path, dataset, top_k=params.get("top_k", 3), progress=progress)
         return COMPLETED, {"accuracy": ev.accuracy}, None
+    if kind == SPEED:
+        import core.speed  # TensorFlow loads inside measure_speed, here in the worker
+
+        def report(stage: str, done: int, total: int) -> None:
+            writer.report(stage, done, total)
+            writer.flush()  # a dozen batches of seconds each: every one shows at once, not at the next
+
+        ips = core.speed.measure_speed(params["image_size"], params["precision"], images=params.get("images"),
+                                       progress=report, stop=stop)  # fmt: skip
+        return COMPLETED, {"images_per_second": round(ips, 3)}, None
     raise ValueError(f"Unknown job kind. Received: kind={kind!r}")
 
 
-def run_job(path: Path, job_id: str, stop: StopFlag | None = None) -> str:
+def run_job(
+    store: Store | Path,
+    job_id: str,
+    stop: StopFlag | None = None,
+    local: bool = True,
+    figures: Callable[[], dict[str, Any]] | None = None,
+) -> str:
     """Run a job already claimed by this process (state 'starting') to its end; returns its final state.
 
-    Every outcome is written to the database: the result, a stop, a user's mistake in words, or a bug's type and
+    Every outcome is written to the records: the result, a stop, a user's mistake in words, or a bug's type and
     message (its traceback goes to the log). Nothing escapes, so a caller's thread or process lives on.
+    ``local=False``: this process is on another machine than the records (it never touches the database itself).
+    ``figures()``: more of this process's figures for the job's metrics as it ends (a worker's peak memory).
     """
-    with db.connect(path=path) as con:
-        row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    writer, stop = JobWriter(path, job_id), stop or StopFlag(path, job_id)
+    store = _store(store)
+    row = store.job(job_id)
+    writer, stop = JobWriter(store, job_id), stop or StopFlag(store, job_id)
     state, error, metrics, result = FAILED, None, {}, None
     try:
-        dataset = _open_dataset(row["dataset_id"])
+        dataset = _open_dataset(row["dataset_id"], touch=local)
         state, metrics, result = _work(row["kind"], json.loads(row["params"]), dataset, job_id, row["owner"],
                                        writer, stop)  # fmt: skip
     except Cancelled:
@@ -322,14 +402,9 @@ def run_job(path: Path, job_id: str, stop: StopFlag | None = None) -> str:
         log.exception("job %s failed", job_id)
         error = f"The {KIND_NAMES.get(row['kind'], 'job')} failed unexpectedly: {type(exc).__name__}: {exc}"
     writer.flush()
-    with db.connect(write=True, path=path) as con:
-        con.execute(
-            "UPDATE jobs SET state = ?, error = ?, metrics = ?, result = ?, finished = ? WHERE id = ?",
-            (state, error, json.dumps(metrics), json.dumps(result) if result is not None else None, time.time(),
-             job_id),
-        )  # fmt: skip
-        if state in (COMPLETED, STOPPED) and row["kind"] == TRAIN:
-            runs.index_run(con, job_id)
+    if figures is not None:
+        metrics = {**(metrics or {}), **figures()}
+    store.finish(job_id, row["kind"], state, error, metrics, result)
     return state
 
 
@@ -339,14 +414,33 @@ def run_job(path: Path, job_id: str, stop: StopFlag | None = None) -> str:
 class JobRegistry:
     """This process's view of the jobs in the workspace database, and its dispatcher of queued jobs."""
 
-    def __init__(self, max_running: int | None = None, dispatch: bool = True, executor: str | None = None):
+    def __init__(
+        self,
+        max_running: int | None = None,
+        dispatch: bool = True,
+        executor: str | None = None,
+        warm: bool | None = None,
+        ray_address: str | None = None,
+    ):
         """``dispatch=False``: read and change jobs only, never start one (the CLI, whose process soon ends).
-        ``executor``: ``process`` (each job in a worker process of its own, the default) or ``thread`` (a thread
-        of this process: for tests that swap in stand-ins); default ``$CLASSIFIER_EXECUTOR``."""
+        ``executor``: ``process`` (each job in a worker process of its own), ``ray`` (each job on the Ray cluster
+        at ``ray_address``) or ``thread`` (a thread of this process: for tests that swap in stand-ins); default
+        ``$CLASSIFIER_EXECUTOR``, else ``ray`` when ``$RAY_ADDRESS`` is set, else ``process``.
+        ``warm``: keep one worker process waiting with TensorFlow loaded (``process`` only; default on, off with
+        ``CLASSIFIER_WARM_WORKER=0``)."""
         self.max_running = max_running or int(os.environ.get(MAX_JOBS_ENV) or 1)
-        self.executor = executor or os.environ.get(EXECUTOR_ENV) or PROCESS
-        if self.executor not in (THREAD, PROCESS):
-            raise ValueError(f"executor must be {THREAD!r} or {PROCESS!r}. Received: executor={self.executor!r}")
+        self.ray_address = ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+        self.executor = executor or os.environ.get(EXECUTOR_ENV) or (RAY if self.ray_address else PROCESS)
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}. "
+                             f"Received: executor={self.executor!r}")  # fmt: skip
+        if self.executor == RAY and not self.ray_address:
+            raise ValueError("The Ray executor needs the cluster's address: set RAY_ADDRESS (README: 'Ray cluster').")
+        self.warm = (os.environ.get(WARM_ENV, "1") != "0") if warm is None else warm
+        self._warm: subprocess.Popen | None = None
+        self._warm_failed = 0.0  # when one last ended before taking a job (it is not started again for a while)
+        self._ray = None  # core.ray_jobs.RayExecutor, once connected
+        self._ray_error = ""
         self._last_check = 0.0
         self.dispatch = dispatch
         self._closed = False
@@ -366,9 +460,10 @@ class JobRegistry:
     def submit_task(
         self, kind: str, params: dict[str, Any], owner: str = "", dataset: Dataset | None = None
     ) -> JobSnapshot:
-        """Queue other heavy work (the learning-rate test, an evaluation) in the same slots as training."""
+        """Queue other heavy work (the learning-rate test, an evaluation, the speed probe) in the same slots as
+        training."""
         if kind not in KIND_NAMES or kind == TRAIN:
-            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}. Received: kind={kind!r}")
+            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}, {SPEED!r}. Received: kind={kind!r}")
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         return self._insert(job_id, kind, params, owner, dataset)
 
@@ -508,19 +603,25 @@ class JobRegistry:
             if row is None:
                 return None
             # A job on a thread of this process is marked as such: if this process goes, the job was interrupted
-            # with it; a worker process records its own id as it starts.
-            worker = (THREAD_PREFIX if self.executor == THREAD else "") + worker_id()
+            # with it; a worker process records its own id as it starts (until then the dispatcher's stands in).
+            if self.executor == RAY:
+                worker = RAY_PREFIX + row["id"]
+            else:
+                worker = (THREAD_PREFIX if self.executor == THREAD else "") + worker_id()
             con.execute("UPDATE jobs SET state = ?, started = ?, worker = ? WHERE id = ?",
                         (STARTING, time.time(), worker, row["id"]))  # fmt: skip
             return row["id"]
 
     def close(self) -> None:
-        """Start no more jobs (those running go on to their end)."""
+        """Start no more jobs (those running go on to their end); a waiting warm worker exits."""
         self._closed = True
         with self._cond:
             self._cond.notify_all()
+        self._drop_warm()
 
     def _dispatch(self) -> None:
+        if self.executor == RAY:
+            self._connect_ray()
         while not self._closed:
             path = db.db_path()
             try:
@@ -533,12 +634,15 @@ class JobRegistry:
                 with contextlib.suppress(UserError):
                     recover(path)  # a worker of an earlier server that died since: say so
             if job_id is None:
+                self._keep_warm()
                 with self._cond:
                     if not self._closed:
                         self._cond.wait(1.0)  # woken by a submit or a finish; one queued elsewhere waits ≤1 s
                 continue
             if self.executor == PROCESS:
                 self._spawn(path, job_id)
+            elif self.executor == RAY:
+                self._start_on_ray(path, job_id)
             else:
                 flag = self._stops[job_id] = StopFlag(path, job_id)
                 threading.Thread(target=self._run, args=(path, job_id, flag), name=f"job-{job_id}",
@@ -546,22 +650,83 @@ class JobRegistry:
 
     def _spawn(self, path: Path, job_id: str) -> None:
         """Run the job in a process of its own (``core.worker``), in a session of its own: a signal meant for the
-        web server does not reach it, so it outlives a restart of the server."""
-        from core.cache import CACHE_ENV, cache_dir
-        from core.workspace import WORK_ENV, work_root
-
-        # The same folders and the same code, wherever this process was started from (paths in a job's settings,
-        # such as an uploaded weights file, stay relative to the same working directory).
-        env = {**os.environ, runs.RUNS_ENV: str(runs.runs_dir().resolve()), WORK_ENV: str(work_root().resolve()),
-               CACHE_ENV: str(cache_dir().resolve()),
-               "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}  # fmt: skip
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "core.worker", str(path), job_id], env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        except OSError as exc:
-            ended_unexpectedly(path, job_id, f"it could not be started: {exc}")
-            return
+        web server does not reach it, so it outlives a restart of the server. The warm worker takes it when one
+        waits; otherwise a new process starts (and first loads TensorFlow)."""
+        env = worker_env()
+        proc = self._hand_to_warm(path, job_id, env)
+        if proc is None:
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "core.worker", str(path), job_id], env=env,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            except OSError as exc:
+                ended_unexpectedly(path, job_id, f"it could not be started: {exc}")
+                return
         threading.Thread(target=self._reap, args=(path, job_id, proc), name=f"reap-{job_id}", daemon=True).start()
+
+    # -- the warm worker: a process that has loaded TensorFlow before there is a job for it
+
+    def _keep_warm(self) -> None:
+        if self.executor != PROCESS or not self.warm or self._closed:
+            return
+        if self._warm is not None and self._warm.poll() is None:
+            return
+        if self._warm is not None:  # it ended while waiting: not a job's loss, but do not start one in a loop
+            log.warning("the warm worker ended while waiting (exit status %s)", self._warm.returncode)
+            self._warm, self._warm_failed = None, time.monotonic()
+        # The next one starts as soon as this one has taken a job: loading TensorFlow costs one core a few seconds
+        # beside that job, and the next Train finds a worker ready even right after this job.
+        now = time.monotonic()
+        if now - self._warm_failed < 60:
+            return
+        try:
+            # The workspace it will most likely serve is named, for whoever looks at the process list.
+            self._warm = subprocess.Popen([sys.executable, "-m", "core.worker", "--warm", str(db.db_path())],
+                                          env=worker_env(), stdin=subprocess.PIPE, text=True,
+                                          start_new_session=True)  # fmt: skip
+        except OSError:
+            log.warning("no warm worker could be started", exc_info=True)
+            self._warm_failed = now
+
+    def _hand_to_warm(self, path: Path, job_id: str, env: dict[str, str]) -> subprocess.Popen | None:
+        proc, self._warm = self._warm, None
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            proc.stdin.write(json.dumps({"db": str(path), "job": job_id, "env": env}) + "\n")
+            proc.stdin.close()
+        except (OSError, ValueError):  # it ended in the instant since: a new process takes the job
+            proc.kill()
+            return None
+        return proc
+
+    def _drop_warm(self) -> None:
+        proc, self._warm = self._warm, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()  # it exits on its own; a kill could land while it starts a job
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    # -- Ray
+
+    def _connect_ray(self):
+        if self._ray is None:
+            from core import ray_jobs
+
+            try:
+                self._ray = ray_jobs.RayExecutor(self.ray_address)
+            except UserError as exc:
+                self._ray_error = str(exc)
+                log.warning("%s", exc)
+                return None
+        return self._ray
+
+    def _start_on_ray(self, path: Path, job_id: str) -> None:
+        executor = self._connect_ray()
+        if executor is None:
+            _fail(path, job_id, self._ray_error)
+            return
+        executor.start(path, job_id, on_end=self._wake)
 
     def _reap(self, path: Path, job_id: str, proc: subprocess.Popen) -> None:
         code = proc.wait()
@@ -577,6 +742,25 @@ class JobRegistry:
         finally:
             self._stops.pop(job_id, None)
             self._wake()
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a job's process: the same folders and the same code, wherever this process was started
+    from (paths in a job's settings, such as an uploaded weights file, stay relative to the same working
+    directory)."""
+    from core.cache import CACHE_ENV, cache_dir
+    from core.workspace import WORK_ENV, work_root
+
+    return {**os.environ, runs.RUNS_ENV: str(runs.runs_dir().resolve()), WORK_ENV: str(work_root().resolve()),
+            CACHE_ENV: str(cache_dir().resolve()),
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}  # fmt: skip
+
+
+def _fail(path: Path, job_id: str, error: str) -> None:
+    """A job that could not be started at all: failed, with the reason in words."""
+    with db.connect(write=True, path=path) as con:
+        con.execute(f"UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
+                    (FAILED, time.time(), error, job_id))  # fmt: skip
 
 
 def _exit_words(code: int) -> str:

@@ -2,7 +2,8 @@
 
     speed = known_speed(96, "auto")               # images/s through VGG16's convolutions at 96 px, or None
     if speed is None:
-        measure_in_background(96, "auto")         # ``python -m core speed`` in its own process; read again later
+        job = measure_in_background(96, "auto", owner=user)  # the speed probe, queued as a job; read again later
+        probe(96, "auto")                         # that job while it is queued or running, with its progress
     est = estimate(config, n_train=245, n_val=153, speed=speed, unfrozen=["block1_conv1", ..., "predictions"])
     est.seconds, est.path, est.text               # the whole run, the path it takes, one sentence for the user
     record_run_pace(config, result.metrics)       # after a run: its measured fit time corrects later estimates
@@ -18,6 +19,10 @@ Everything is read from ``speed.json`` in the cache folder, written by three kin
 * a *correction per kind of run* (cached features, end to end, end to end with augmentation), from finished
   runs: their measured fit time over the time this model predicted for them.
 
+The speed probe is a job like a training (``core.jobs``, kind ``SPEED``): it waits for a free slot, since on
+2 cores it would distort a running training and be distorted by it, and it shows on the Jobs page. The command
+line's ``python -m core speed`` runs the same measurement in its own process.
+
 This module never imports TensorFlow: the web page estimates in its own script run. ``auto`` precision is
 resolved by whoever measured with TensorFlow loaded, and the answer is kept in the file.
 """
@@ -28,25 +33,28 @@ import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.cache import CACHE_ENV, cache_dir
+from core import jobs
+from core.cache import cache_dir
 from core.config import HEAD_LAYERS, TrainConfig
+from core.errors import Cancelled
 from core.vgg16 import layer_table
 
 FILE = "speed.json"
-ROOT = Path(__file__).resolve().parent.parent  # where ``python -m core`` runs from
 CACHED, END_TO_END = "cached features", "end to end"  # the paths, as core.training names them in metrics["path"]
 AUGMENTED = "end to end, augmented"  # a kind of run for the correction: augmentation has a cost of its own
 FROZEN = ", convolutions frozen"  # ... and so has a fit that runs the convolutions forward only
 NEAR = 1.25  # a speed measured at a size within this factor of another stands in for it (scaled by pixels)
 PROBE_IMAGES = 16  # images per timed batch in the speed probe (the feature pass's batch); 8 above 128 px
+STAGE = "measuring"  # the probe's stage, as its job reports its progress
+RETRY_AFTER = 600.0  # seconds before a probe that ended without a speed is queued again for the same size
 
 # What Keras fit costs per image, in units of one compiled forward pass through every convolution, until the
 # probe has measured it here (bfloat16 on a 2-core AVX512-BF16 EPYC at 32-224 px: 2.9-4.1, 0.7-1.0, 0.8-1.5).
@@ -66,6 +74,7 @@ MIN_CALIBRATION_SECONDS = 3.0  # a run whose predicted fit time is shorter is mo
 # other work measured 1.6-3.4x, which says how busy the server was then, not how the next run will go.
 MAX_CORRECTION = 1.5
 _lock = threading.Lock()
+_submit_lock = threading.Lock()
 
 # Multiply-accumulates of each VGG16 convolution at 224 px, in GMAC (they all scale with the pixel count).
 CONV_GMAC = {
@@ -483,13 +492,16 @@ def record_run_pace(config: TrainConfig, metrics: dict[str, Any], status: str = 
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def _best_seconds(fn, repeats: int = 2, enough: float = 2.0) -> float:
-    """The fastest of ``repeats`` calls; one call that takes ``enough`` seconds is trusted alone."""
+def _best_seconds(fn, repeats: int = 2, enough: float = 2.0, each=None) -> float:
+    """The fastest of ``repeats`` calls; one call that takes ``enough`` seconds is trusted alone. ``each()`` runs
+    after every call."""
     times: list[float] = []
     while len(times) < repeats and sum(times) < enough:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if each is not None:
+            each()
     return min(times)
 
 
@@ -497,14 +509,43 @@ def probe_images(image_size: int) -> int:
     return PROBE_IMAGES if image_size <= 128 else PROBE_IMAGES // 2  # half a minute at 224 px on 2 idle cores
 
 
-def measure_speed(image_size: int, precision: str, images: int | None = None, fit: bool = True) -> float:
+def probe_batches(fit: bool = True) -> int:
+    """Batches the probe runs at most: a first (compiling) one and two timed ones for the forward pass, and as many
+    for each of the training step with every layer training, with only the head, and the validation step."""
+    return 3 * (4 if fit else 1)
+
+
+def measure_speed(
+    image_size: int,
+    precision: str,
+    images: int | None = None,
+    fit: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> float:
     """Time VGG16 here (random weights: the cost is the same), record it and return the forward speed.
 
     The forward speed is the compiled inference pass of every convolution (what a feature pass runs). With
     ``fit``, Keras' training step is timed too, with every layer training and with only the head training, and
     its validation step, each relative to the forward pass: what end-to-end epochs cost at this size.
+    ``progress(STAGE, done, total)`` hears of every batch (``total`` is ``probe_batches(fit)``); ``stop`` is
+    looked at between batches and ends the probe with ``Cancelled``, recording nothing.
     This loads TensorFlow; a process that must not (the web page) runs ``measure_in_background`` instead.
     """
+    total, done = probe_batches(fit), -1
+
+    def tick(upto: int | None = None) -> None:
+        """One more batch done (or every batch up to ``upto``, when a timing needed fewer calls)."""
+        nonlocal done
+        if stop is not None and stop.is_set():
+            raise Cancelled("The speed test was stopped; nothing was recorded.")
+        now = done + 1 if upto is None else upto
+        if now != done:
+            done = now
+            if progress is not None:
+                progress(STAGE, done, total)
+
+    tick(0)  # the clock of the progress's time left starts before TensorFlow loads, which is part of the wait
     import numpy as np
 
     from core.features import compiled
@@ -520,7 +561,9 @@ def measure_speed(image_size: int, precision: str, images: int | None = None, fi
     batch = rng.integers(0, 256, (images, image_size, image_size, 3)).astype("uint8")
     floats = batch.astype("float32") - 120.0
     run(floats)  # compile and warm up
-    speed = images / _best_seconds(lambda: run(floats).numpy())
+    tick()
+    speed = images / _best_seconds(lambda: run(floats).numpy(), each=tick)
+    tick(3)
     if not fit:
         record_speed(image_size, resolved, speed)
         return speed
@@ -530,72 +573,83 @@ def measure_speed(image_size: int, precision: str, images: int | None = None, fi
     model = build_model(config, 2)
     labels = np.eye(2, dtype="float32")[np.arange(images) % 2]
     costs = {}
-    for name, unfreeze in (("train_all", 10**6), ("fit_forward", HEAD_LAYERS["gap"])):
+    for n, (name, unfreeze) in enumerate((("train_all", 10**6), ("fit_forward", HEAD_LAYERS["gap"])), start=1):
         freeze(model, unfreeze)
         compile_model(model, config)
         start = time.perf_counter()
         model.train_on_batch(batch, labels)  # builds the train graph
         first = time.perf_counter() - start
-        step = _best_seconds(lambda: model.train_on_batch(batch, labels))
+        tick()
+        step = _best_seconds(lambda: model.train_on_batch(batch, labels), each=tick)
+        tick(3 + 3 * n)
         costs[name] = step / images * speed
         costs["trace_train" if name == "train_all" else "trace_frozen"] = max(first - step, 0.0)
     model.test_on_batch(batch, labels)
-    costs["test"] = _best_seconds(lambda: model.test_on_batch(batch, labels)) / images * speed
+    tick()
+    costs["test"] = _best_seconds(lambda: model.test_on_batch(batch, labels), each=tick) / images * speed
+    tick(total)
     with _update() as data:  # both at once: a reader that sees the speed sees the fit costs measured with it
         data["forward"][_key(image_size, resolved)] = round(speed, 3)
         data["fit"][_key(image_size, resolved)] = {k: round(v, 4) for k, v in costs.items()}
     return speed
 
 
-_probes: dict[str, subprocess.Popen] = {}
-_failed: dict[str, float] = {}  # key -> when a probe for it last failed
-RETRY_AFTER = 600.0  # seconds before a failed probe is tried again
+# ---------------------------------------------------------------------------------------------- the probe as a job
 
 
-def _probe_key(image_size: int, precision: str) -> str:
-    return f"{cache_dir().resolve()}|{_key(image_size, precision)}"
+def _near(size: Any, image_size: int) -> bool:
+    return isinstance(size, int) and size > 0 and max(size / image_size, image_size / size) <= NEAR
 
 
-def measuring(image_size: int, precision: str) -> bool:
-    """Whether this process has a speed probe for this size and precision running."""
-    proc = _probes.get(_probe_key(image_size, precision))
-    return proc is not None and proc.poll() is None
+def _probes(image_size: int, precision: str, registry: jobs.JobRegistry | None, recent: float) -> list:
+    """Speed tests in this precision at this size or one within ``NEAR`` (whose speed stands in for it, as in
+    ``known_speed``), the closest size first: queued and running ones, and those finished within ``recent`` s."""
+    found = [
+        j
+        for j in (registry or jobs.registry()).jobs(recent=recent)
+        if j.kind == jobs.SPEED and j.params.get("precision") == precision
+        and _near(j.params.get("image_size"), image_size)
+    ]  # fmt: skip
+    return sorted(found, key=lambda j: abs(math.log(j.params["image_size"] / image_size)))
 
 
-def measure_in_background(image_size: int, precision: str, images: int | None = None) -> None:
-    """Start ``python -m core speed`` for this size and precision and return at once; ``known_speed`` has the
-    answer when it ends (about 10-40 s). At most one probe per size and precision runs at a time, and one that
-    failed is not tried again for ``RETRY_AFTER`` seconds. TensorFlow loads in the child process only.
+def probe(image_size: int, precision: str, registry: jobs.JobRegistry | None = None) -> jobs.JobSnapshot | None:
+    """The speed test queued or running for this size (or one near it) and precision, read from the jobs table."""
+    pending = [j for j in _probes(image_size, precision, registry, 0.0) if not j.finished]
+    return pending[0] if pending else None
+
+
+def measuring(image_size: int, precision: str, registry: jobs.JobRegistry | None = None) -> bool:
+    """Whether a speed test for this size (or one near it) and precision is queued or running, on any server
+    process that shares this workspace."""
+    return probe(image_size, precision, registry) is not None
+
+
+def measure_in_background(
+    image_size: int,
+    precision: str,
+    *,
+    owner: str = "",
+    images: int | None = None,
+    registry: jobs.JobRegistry | None = None,
+) -> jobs.JobSnapshot | None:
+    """Queue the speed probe as a job (``core.jobs.SPEED``) and return it at once; ``known_speed`` has the answer
+    when it ends (about 10-40 s once it has a slot).
+
+    The job waits for a free slot like a training (it would distort a running one, and be distorted by it),
+    shows on the Jobs page under ``owner``, and loads TensorFlow in its worker, never here. A speed test already
+    queued or running for this size (or one near it) and precision is returned instead of a new one; after one
+    that ended without a speed (failed, stopped, or its speed could not be saved) this returns None for
+    ``RETRY_AFTER`` seconds. ``registry``: the one to queue on, default this process's.
     """
-    key = _probe_key(image_size, precision)
-    with _lock:
-        proc = _probes.get(key)
-        if proc is not None and proc.poll() is None:
-            return
-        if proc is not None and proc.returncode != 0:
-            _failed[key] = time.monotonic()
-            del _probes[key]
-        if time.monotonic() - _failed.get(key, -RETRY_AFTER) < RETRY_AFTER:
-            return
-        # The child records into this process's cache folder, wherever its working directory is.
-        env = {**os.environ, CACHE_ENV: str(cache_dir().resolve())}
-        cmd = [sys.executable, "-m", "core", "speed", "--image-size", str(image_size), "--precision", precision]
-        cmd += ["--images", str(images)] if images else []
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C meant for the web server does not cut the measurement short
-            )
-        except OSError:
-            _failed[key] = time.monotonic()
-            return
-        _probes[key] = proc
-    threading.Thread(target=proc.wait, name=f"speed-probe-{image_size}", daemon=True).start()  # no zombie
+    with _submit_lock:  # two script runs of this process asking at once queue one probe
+        found = _probes(image_size, precision, registry, RETRY_AFTER)
+        if pending := [j for j in found if not j.finished]:
+            return pending[0]
+        if found:
+            return None
+        params = {"image_size": image_size, "precision": precision, **({"images": images} if images else {})}
+        return (registry or jobs.registry()).submit_task(jobs.SPEED, params, owner=owner)
 
 
 def describe(image_size: int, precision: str) -> str:

@@ -1,37 +1,76 @@
-"""One job in a process of its own: ``python -m core.worker WORKSPACE_DB JOB_ID``.
+"""One job in a process of its own: ``python -m core.worker DB JOB_ID``, or ``python -m core.worker --warm [DB]``.
 
 Started by the job dispatcher (``core.jobs``; the default executor) for a job it has claimed: the worker
 records itself as the job's process, runs it (progress, stops and the result all go through the workspace
 database) and exits, so TensorFlow's memory goes back to the system. A crash or an out-of-memory kill ends this
 process only; the web server and other jobs go on, and the dispatcher says what happened in words.
+
+``--warm``: a worker started ahead of time. It loads TensorFlow and the training code at once, then waits for one
+line on its standard input, ``{"db": ..., "job": ..., "env": {...}}``, and runs that job as above; the few seconds
+TensorFlow takes to load are then paid before anyone presses Train. When its input closes first (the dispatcher
+stopped, or its server went away) it exits without doing anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import resource
 import sys
 from pathlib import Path
 
-from core import db
-from core.jobs import STARTING, run_job, worker_id
+from core.jobs import Store, run_job, worker_id
+
+NICE = 10  # a job's process yields the CPU to the web server: its pages answer at once while a job trains
 
 
-def main(argv: list[str] | None = None) -> int:
-    path, job_id = Path(argv[0]), argv[1]
-    with db.connect(write=True, path=path) as con:
-        taken = con.execute(
-            "UPDATE jobs SET worker = ? WHERE id = ? AND state = ?", (worker_id(), job_id, STARTING)
-        ).rowcount
-    if not taken:  # cancelled, or taken back, before this process got going
+def lower_priority() -> None:
+    """Yield the CPU to the web server. A worker has a session of its own, and with it (on Linux with automatic
+    process groups) a scheduling group of its own, in which its nice value counts for nothing against the web
+    server's: the group's nice value is lowered too."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(NICE))
+
+
+def peak_mb() -> float:
+    """What this process has held at its peak, in MB (``ru_maxrss`` is in kilobytes on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def work(path: Path, job_id: str) -> int:
+    store = Store(path)
+    if not store.take(job_id, worker_id()):  # cancelled, or taken back, before this process got going
         return 0
-    run_job(path, job_id)
-    # What this process held at its peak, for the soak benchmark and anyone watching memory: kilobytes on Linux.
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with db.connect(write=True, path=path) as con:
-        con.execute("UPDATE jobs SET metrics = json_set(metrics, '$.worker_peak_mb', ?) WHERE id = ?",
-                    (round(peak_mb, 1), job_id))  # fmt: skip
+    run_job(store, job_id, figures=figures)
     return 0
 
 
+def figures() -> dict[str, float]:
+    """What a worker adds to its job's metrics: its peak memory, for the soak benchmark and anyone watching."""
+    return {"worker_peak_mb": peak_mb()}
+
+
+def warm() -> int:
+    import core.training  # noqa: F401  (TensorFlow and Keras, loaded before there is a job)
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    order = json.loads(line)
+    os.environ.update(order.get("env") or {})
+    return work(Path(order["db"]), order["job"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    lower_priority()
+    if argv[:1] == ["--warm"]:  # (the workspace it is started for follows, for the process list only)
+        return warm()
+    return work(Path(argv[0]), argv[1])
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -136,8 +136,24 @@ class AppServer:
         self.stop(workers=False)
         return self.start()
 
+    def job_pids(self) -> list[int]:
+        """The processes running this server's jobs now, as the workspace records them (not the warm worker that
+        waits for the next one)."""
+        import sqlite3
+
+        con = sqlite3.connect(self.work / "workspace.db")
+        try:
+            rows = con.execute(
+                "SELECT worker FROM jobs WHERE state NOT IN ('queued', 'completed', 'stopped', 'failed', 'cancelled', "
+                "'interrupted') AND worker LIKE '%:%:%'"
+            ).fetchall()
+        finally:
+            con.close()
+        pids = [int(worker.rsplit(":", 2)[1]) for (worker,) in rows]
+        return [pid for pid in pids if pid in self.worker_pids()]
+
     def worker_pids(self) -> list[int]:
-        """The job processes working on this server's workspace."""
+        """The worker processes of this server's workspace: those running jobs, and the warm one."""
         db = str(self.work / "workspace.db")
         found = []
         for proc in Path("/proc").iterdir():

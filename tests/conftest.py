@@ -126,22 +126,42 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_speed_probe(request, monkeypatch):
-    """The Train page starts a speed probe (a process that loads TensorFlow) when this server's speed at a size is
-    unknown: page tests draw it many times and test the estimate on a recorded speed instead."""
-    if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
+    """The Train page queues a speed probe (a job that loads TensorFlow) when this server's speed at a size is
+    unknown: page tests draw it many times and test the estimate on a recorded speed instead, except those that
+    ask for ``speed_probe``."""
+    pages = request.module.__name__.startswith(("test_page", "test_app", "test_compare"))
+    if pages and "speed_probe" not in request.fixturenames:
         import core.speed
 
         monkeypatch.setattr(core.speed, "measure_in_background", lambda *args, **kwargs: None)
 
 
-@pytest.fixture(autouse=True)
-def jobs_on_threads(request, monkeypatch):
-    """Page tests run their jobs on threads of the test's process, where stand-ins (fast_training) can replace the
-    training; jobs in worker processes are tested in test_executor.py and through the served app."""
-    if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
-        from core.jobs import THREAD, registry
+@pytest.fixture
+def speed_probe(monkeypatch):
+    """Page tests: the Train page queues its speed probe as a job, which runs a stand-in for the measurement
+    (see pagetest.fake_measure_speed)."""
+    from pagetest import fake_measure_speed
 
-        monkeypatch.setattr(registry(), "executor", THREAD)
+    import core.speed
+
+    monkeypatch.setattr(core.speed, "measure_speed", fake_measure_speed)
+
+
+@pytest.fixture(autouse=True)
+def jobs_on_threads(request):
+    """Each test has a registry of its own (``core.jobs.registry()``), closed after it, so that no dispatcher of an
+    earlier test takes this test's jobs. Page tests run their jobs on threads of the test's process, where
+    stand-ins (fast_training) can replace the training; jobs in worker processes are tested in test_executor.py,
+    test_ray_jobs.py and through the served app."""
+    from core import jobs
+
+    if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
+        jobs._registry = jobs.JobRegistry(executor=jobs.THREAD)
+    yield
+    with jobs._registry_lock:
+        reg, jobs._registry = jobs._registry, None
+    if reg is not None:
+        reg.close()
 
 
 @pytest.fixture

@@ -96,6 +96,11 @@ BATCH_SECONDS = 0.02
 # training takes the rest of its batch); set unless a test clears it.
 STOP_HOLD = threading.Event()
 STOP_HOLD.set()
+# The speed probe's stand-in waits for this after 3 of its batches, so a test can see it half done; set unless a
+# test clears it.
+PROBE_HOLD = threading.Event()
+PROBE_HOLD.set()
+PROBE_SPEED = 40.0  # images/s the stand-in records
 
 
 def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, owner=""):
@@ -155,3 +160,24 @@ def fake_lr_find(dataset, config, progress=None, stop=None, **kwargs):
         progress("testing", i, len(rates))
     return LRFinding(rates, losses, losses, 1e-3, "where the smoothed loss falls fastest", "end to end", 0.1,
                      config.optimizer)  # fmt: skip
+
+
+def fake_measure_speed(image_size, precision, images=None, fit=True, progress=None, stop=None):
+    """The speed probe without TensorFlow: its batches reported as core.speed.measure_speed reports them, a wait
+    for PROBE_HOLD after the third, then PROBE_SPEED recorded (``auto`` meaning float32)."""
+    from core.errors import Cancelled
+    from core.speed import STAGE, probe_batches, record_precision, record_speed
+
+    total = probe_batches(fit)
+    for done in range(total + 1):
+        if stop is not None and stop.is_set():
+            raise Cancelled("The speed test was stopped; nothing was recorded.")
+        progress(STAGE, done, total)
+        if done == 3:
+            while not PROBE_HOLD.wait(0.05) and not (stop is not None and stop.is_set()):
+                pass
+        time.sleep(BATCH_SECONDS)
+    resolved = "float32" if precision == "auto" else precision
+    record_precision(precision, resolved)
+    record_speed(image_size, resolved, PROBE_SPEED)
+    return PROBE_SPEED

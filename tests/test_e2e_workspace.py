@@ -109,7 +109,7 @@ def test_reload_new_browser_jobs_view_and_stop(tmp_path):
                 expect(card).to_contain_text("colours.zip")
                 card.get_by_role("link", name="Watch").click()
                 expect(other.get_by_text(re.compile(r"^Epoch \d+/500 · batch"))).to_be_visible()
-                assert f"job={job_id}" in other.url
+                expect(other).to_have_url(re.compile(f"job={job_id}"))
                 assert_no_traceback(other)
 
                 # Stop from the jobs view: it names the job and asks once.
@@ -166,7 +166,7 @@ def test_jobs_outlive_a_server_restart_and_a_killed_worker_is_reported(tmp_path)
                     " const m = p.innerText.match(/^Epoch (\\d+)\\/500/); return m && +m[1] > n; })",
                     arg=before,
                 )
-                assert len(app.worker_pids()) == 1
+                assert len(app.job_pids()) == 1
                 page.get_by_role("button", name="Stop").click()  # not this session's job: it asks once
                 page.get_by_role("button", name="Stop it").click()
                 expect(page.get_by_text("the model trained so far is saved")).to_be_visible(timeout=TRAIN_WAIT)
@@ -180,7 +180,7 @@ def test_jobs_outlive_a_server_restart_and_a_killed_worker_is_reported(tmp_path)
                 fill_form(page, epochs=500)
                 doomed = start_training(page)
                 expect(page.get_by_text(re.compile(r"^Epoch \d+/500 · batch"))).to_be_visible(timeout=TRAIN_WAIT)
-                (pid,) = app.worker_pids()
+                (pid,) = app.job_pids()
                 os.kill(pid, signal.SIGKILL)
                 expect(page.get_by_text("The training process ended unexpectedly: it was killed by SIGKILL")) \
                     .to_be_visible()  # fmt: skip

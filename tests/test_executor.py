@@ -77,3 +77,26 @@ def test_a_worker_killed_with_sigkill_is_reported_in_words_and_the_next_job_runs
     assert not (runs.runs_dir() / job.id).exists()  # nothing half-made stays
     assert reg.wait(after.id, timeout=TIMEOUT).state == COMPLETED  # this process and the queue go on
     assert runs.find_run(job.id) is None
+
+
+def test_a_warm_worker_waits_with_tensorflow_loaded_takes_the_next_job_and_exits_when_let_go(dataset):
+    reg = JobRegistry(max_running=1, executor=PROCESS, warm=True)
+    try:
+        reg.jobs()  # the dispatcher starts, and with it a worker that loads TensorFlow before there is a job
+        deadline = time.monotonic() + TIMEOUT
+        while reg._warm is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        warm = reg._warm
+        job = reg.submit(dataset, tiny_config(epochs=1), name="warm")
+        done = reg.wait(job.id, timeout=TIMEOUT)
+        assert done.state == COMPLETED, done.error
+        assert worker_pid(job.id) == warm.pid
+        assert warm.wait(timeout=60) == 0  # it ran that one job and ended, so its memory went back
+        while reg._warm is None or reg._warm is warm:  # a new one waits for the next job
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        spare = reg._warm
+    finally:
+        reg.close()
+    assert spare.wait(timeout=60) == 0  # let go without a job: it ends by itself

@@ -1,8 +1,10 @@
-"""The Train page's newer views through AppTest: augmentation preview and estimate, the LR finder, two phases."""
+"""The Train page's newer views through AppTest: augmentation preview and estimate, the speed probe it waits for, the
+LR finder, two phases."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from pagetest import JOB_TIMEOUT, assert_clean, button, load, open_app, texts
@@ -37,6 +39,67 @@ def test_augmentation_shows_a_preview_grid_and_the_time_it_costs(tmp_path):
     button(at, "Another image").click().run()
     assert_clean(at)
     assert [img.url for img in at.get("image")[0].proto.imgs] != first
+
+
+def test_the_estimate_waits_for_the_speed_probe_job_with_its_progress(tmp_path, monkeypatch, fast_training,
+                                                                       speed_probe):  # fmt: skip
+    from pagetest import PROBE_HOLD, PROBE_SPEED
+
+    from core.config import TrainConfig
+    from core.jobs import COMPLETED, SPEED, registry
+    from core.speed import probe_batches, record_precision, record_speed
+
+    def probes() -> list:
+        return [j for j in registry().jobs() if j.kind == SPEED]
+
+    def wait_for(ready) -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not ready():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    monkeypatch.setattr(registry(), "max_running", 1)
+    record_precision("auto", "float32")
+    record_speed(224, "float32", 4.0)  # the form's first size is measured: the only probe is the one at 48 px below
+    ds = load(tmp_path)
+    training = registry().submit(ds, TrainConfig(weights="none", image_size=32, epochs=1000), name="running")
+    PROBE_HOLD.clear()
+    try:
+        wait_for(lambda: registry().get(training.id, points=False).running)
+        at = open_app("pages/train.py", dataset=ds.id)
+        at.radio(key="cfg_weights").set_value("none")
+        at.slider(key="cfg_image_size").set_value(48).run()
+        assert_clean(at)
+        # The probe is a job: it waits for the running training instead of competing with it for the cores.
+        assert "Measuring this server's speed at 48 px for a time estimate: queued behind 1 job." in texts(at.caption)
+        [job] = probes()
+        assert job.params == {"image_size": 48, "precision": "auto"} and job.dataset_id is None
+        jobs = open_app("pages/jobs.py")
+        assert f"**Speed test** `{job.id}` · 48 px, auto · a guest · queued" in texts(jobs.markdown)
+        assert "Queued: 1 job ahead." in texts(jobs.caption)
+
+        registry().stop(training.id)
+        wait_for(lambda: registry().get(job.id, points=False).done >= 3)
+        at.run()
+        assert_clean(at)
+        waiting = [c for c in texts(at.caption) if c.startswith("Measuring this server's speed at 48 px")]
+        assert len(waiting) == 1, texts(at.caption)
+        assert waiting[0].startswith(
+            f"Measuring this server's speed at 48 px for a time estimate: 3 of {probe_batches()} batches, about "
+        ) and waiting[0].endswith(" left.")
+        assert not [i for i in texts(at.info) if i.startswith("Estimated time")]
+        assert [j.id for j in probes()] == [job.id]  # the page's reruns queued no second probe
+        home = open_app()
+        assert [link.proto.label for link in home.sidebar.get("page_link")] == ["1 job running"]
+    finally:
+        PROBE_HOLD.set()
+        registry().stop(training.id)
+    assert registry().wait(job.id, timeout=JOB_TIMEOUT).state == COMPLETED
+    at.run()
+    assert_clean(at)
+    estimate = next(i for i in texts(at.info) if i.startswith("Estimated time: about"))
+    assert f"this server: {PROBE_SPEED:.1f} images/s through VGG16 at 48 px" in estimate
+    assert not [c for c in texts(at.caption) if c.startswith("Measuring")]
 
 
 def test_learning_rate_finder_charts_the_test_and_fills_in_its_suggestion(tmp_path, fast_training):

@@ -1,5 +1,6 @@
 """Time estimates: every kind of run has its formula, speeds are measured at the size asked for, finished runs
-correct later estimates, and neither the module nor the background probe loads TensorFlow in the caller."""
+correct later estimates, the module loads no TensorFlow, and the speed probe is a job that waits for a free slot
+and is queued once per size."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -16,6 +18,8 @@ from conftest import ROOT, run_cli
 from core import speed
 from core.cache import cache_dir
 from core.config import TrainConfig
+from core.errors import Cancelled
+from core.jobs import CANCELLED, COMPLETED, QUEUED, SPEED, THREAD, JobRegistry
 from core.speed import (
     AUGMENT_SECONDS_PER_MEGAPIXEL,
     AUGMENTED,
@@ -30,13 +34,17 @@ from core.speed import (
     MAX_CORRECTION,
     OPTIMIZER_SECONDS_PER_PARAM,
     SETUP_SECONDS,
+    STAGE,
     STEP_SECONDS,
     estimate,
     fit_costs,
     known_speed,
     measure_in_background,
+    measure_speed,
     measuring,
     plan_phase,
+    probe,
+    probe_batches,
     record_precision,
     record_run_pace,
     record_speed,
@@ -44,6 +52,7 @@ from core.speed import (
 )
 from core.vgg16 import layer_table, unfrozen_mask
 
+TIMEOUT = 600  # seconds for a job: generous, the machine may be shared
 COSTS = {"train_all": 4.0, "fit_forward": 1.0, "test": 0.5, "trace_train": 6.0, "trace_frozen": 1.0}
 S5 = 3 * CONV_GMAC["block5_conv1"] / sum(CONV_GMAC.values())  # block 5's share of the convolutions' work
 
@@ -324,18 +333,103 @@ def test_the_speed_command_measures_and_records(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--image-size" in bad.stderr
 
 
-def test_measure_in_background_records_a_speed_for_auto():
-    assert known_speed(32, "auto") is None
-    measure_in_background(32, "auto", images=2)
-    proc = speed._probes[speed._probe_key(32, "auto")]
-    measure_in_background(32, "auto", images=2)  # one probe per size and precision at a time
-    assert speed._probes[speed._probe_key(32, "auto")] is proc
-    assert measuring(32, "auto") or proc.returncode == 0
-    deadline = time.monotonic() + 600  # generous: the machine may be shared
-    while known_speed(32, "auto") is None and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    proc.wait(timeout=max(deadline - time.monotonic(), 1))
-    assert proc.returncode == 0
-    assert known_speed(32, "auto") > 0
+def test_the_probe_reports_every_batch_and_stops_between_them():
+    stop, seen = threading.Event(), []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        seen.append((stage, done, total))
+        if done == 2:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        measure_speed(32, "float32", images=2, progress=progress, stop=stop)
+    assert seen == [(STAGE, 0, probe_batches()), (STAGE, 1, probe_batches()), (STAGE, 2, probe_batches())]
+    assert known_speed(32, "float32") is None  # a stopped probe records nothing
+
+
+# ---------------------------------------------------------------------------------------------- the probe as a job
+
+
+@pytest.fixture
+def new_registry():
+    """Registries made by a test, on threads of this process, closed after it."""
+    made = []
+
+    def make(**kwargs) -> JobRegistry:
+        made.append(JobRegistry(**{"executor": THREAD, **kwargs}))
+        return made[-1]
+
+    yield make
+    for reg in made:
+        reg.close()
+
+
+def test_the_probe_is_a_job_that_records_a_speed_for_auto(new_registry):
+    reg = new_registry(max_running=1)
+    assert known_speed(32, "auto") is None and not measuring(32, "auto", reg)
+    job = measure_in_background(32, "auto", owner="ann@example.com", images=2, registry=reg)
+    assert job.kind == SPEED and job.label == "speed test" and job.owner == "ann@example.com"
+    assert job.dataset_id is None  # synthetic images: no dataset needed
+    done = reg.wait(job.id, timeout=TIMEOUT)
+    assert done.state == COMPLETED, done.error
+    assert done.stage == STAGE and done.done == done.total == probe_batches()
+    assert known_speed(32, "auto") == pytest.approx(done.metrics["images_per_second"])
     assert fit_costs(32, "auto")[1]  # the fit costs came with it
-    assert not measuring(32, "auto")
+    assert not measuring(32, "auto", reg) and probe(32, "auto", reg) is None
+
+
+def held_probe(hold: threading.Event, speeds: dict[int, float]):
+    """A stand-in for measure_speed: its progress, a wait for ``hold`` (or a stop), then ``speeds[size]``
+    recorded."""
+
+    def measure(image_size, precision, images=None, fit=True, progress=None, stop=None):
+        total = probe_batches(fit)
+        progress(STAGE, 1, total)
+        while not hold.wait(0.02):
+            if stop.is_set():
+                raise Cancelled("The speed test was stopped; nothing was recorded.")
+        progress(STAGE, total, total)
+        record_speed(image_size, precision, speeds[image_size])
+        return speeds[image_size]
+
+    return measure
+
+
+def test_the_probe_waits_for_a_free_slot_and_is_queued_once(new_registry, monkeypatch):
+    hold = threading.Event()
+    monkeypatch.setattr(speed, "measure_speed", held_probe(hold, {224: 4.0, 32: 7.0}))
+    reg = new_registry(max_running=1)
+    other = measure_in_background(224, "float32", registry=reg)  # another job takes the only slot
+    deadline = time.monotonic() + TIMEOUT
+    while not reg.get(other.id, points=False).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job = measure_in_background(32, "float32", owner="ann@example.com", registry=reg)
+    time.sleep(1.5)  # the dispatcher has looked since: the slot is taken
+    assert reg.get(job.id, points=False).state == QUEUED and reg.ahead(job.id) == 1
+    assert measuring(32, "float32", reg) and probe(32, "float32", reg).id == job.id
+    assert measure_in_background(32, "float32", registry=reg).id == job.id  # asked again while queued
+    assert measure_in_background(36, "float32", registry=reg).id == job.id  # near: its speed stands in
+    assert probe(36, "float32", reg).id == job.id and probe(32, "bfloat16", reg) is None
+    assert [j.id for j in reg.jobs() if j.kind == SPEED] == [job.id, other.id]
+    hold.set()
+    assert reg.wait(other.id, timeout=TIMEOUT).state == COMPLETED
+    assert reg.wait(job.id, timeout=TIMEOUT).state == COMPLETED
+    assert known_speed(32, "float32") == pytest.approx(7.0) and known_speed(224, "float32") == pytest.approx(4.0)
+    assert len([j for j in reg.jobs() if j.kind == SPEED]) == 2
+
+
+def test_a_probe_that_ended_without_a_speed_is_not_queued_again_at_once(new_registry, monkeypatch):
+    hold = threading.Event()
+    monkeypatch.setattr(speed, "measure_speed", held_probe(hold, {}))
+    reg = new_registry(max_running=1)
+    job = measure_in_background(64, "float32", registry=reg)
+    reg.stop(job.id)  # from the Jobs page: cancelled while queued, or stopped between batches
+    assert reg.wait(job.id, timeout=TIMEOUT).state == CANCELLED
+    assert measure_in_background(64, "float32", registry=reg) is None  # the page says: no estimate just now
+    assert not measuring(64, "float32", reg) and [j.id for j in reg.jobs() if j.kind == SPEED] == [job.id]
+    monkeypatch.setattr(speed, "RETRY_AFTER", 0.0)
+    again = measure_in_background(64, "float32", registry=reg)
+    assert again is not None and again.id != job.id
+    reg.stop(again.id)
+    reg.wait(again.id, timeout=TIMEOUT)

@@ -97,8 +97,9 @@ def stop_control(snap: JobSnapshot, key: str) -> None:
     else:
         with st.popover(label, icon=":material/stop_circle:"):
             st.markdown(
-                f"{label} the {snap.label} **{snap.id}** on {snap.dataset or 'its dataset'}, started by "
-                f"{owner_name(snap.owner)}?"
+                f"{label} the {snap.label} **{snap.id}**"
+                + (f" on {snap.dataset}" if snap.dataset else "")
+                + f", started by {owner_name(snap.owner)}?"
                 + (" The model trained so far is saved." if snap.kind == TRAIN and snap.state != QUEUED else "")
             )
             st.button(f"{label} it", type="primary", key=f"{key}_confirm", on_click=ask_stop, args=(snap.id,))

@@ -18,6 +18,7 @@ from core.jobs import (
     INTERRUPTED,
     LR_FIND,
     QUEUED,
+    SPEED,
     STARTING,
     STOPPED,
     TRAIN,
@@ -43,7 +44,16 @@ def _when(ts: float | None) -> str:
     return time.strftime("%d %b %H:%M", time.localtime(ts)) if ts else "–"
 
 
+def subject(snap: JobSnapshot) -> str:
+    """What a job works on: its dataset, or for the speed probe (which needs none) the size it measures."""
+    if snap.kind == SPEED:
+        return f"{snap.params.get('image_size')} px, {snap.params.get('precision')}"
+    return snap.dataset or "no dataset"
+
+
 def _watch_link(snap: JobSnapshot) -> None:
+    """Where to follow a job. The speed probe has no link: its progress here is all there is to watch, and the
+    Train page uses its answer only while the form is at a size near the one it measures."""
     if snap.kind == TRAIN:
         st.page_link("pages/train.py", label="Watch" if not snap.finished else "Open", icon=":material/monitoring:",
                      query_params={JOB_PARAM: snap.id})  # fmt: skip
@@ -65,6 +75,8 @@ def _progress(snap: JobSnapshot) -> None:
         what = STATES.get(snap.state, snap.state)
         if snap.kind == TRAIN and snap.metrics.get("val_accuracy") is not None:
             what += f" · val accuracy {snap.metrics['val_accuracy']:.1%}"
+        elif snap.kind == SPEED and snap.metrics.get("images_per_second") is not None:
+            what += f" · {snap.metrics['images_per_second']:.1f} images/s through VGG16"
         st.caption(f"{what.capitalize()} at {_when(snap.ended)} after {duration(snap.elapsed)}.")
         if snap.error and snap.state != INTERRUPTED:
             st.caption(f":red[{snap.error}]")
@@ -81,8 +93,7 @@ def job_card(snap: JobSnapshot) -> None:
         head, actions = st.columns([3, 1], vertical_alignment="center")
         state = "Stopping…" if snap.stopping else STATES.get(snap.state, "running")
         head.markdown(
-            f"**{snap.label.capitalize()}** `{snap.id}` · {snap.dataset or 'no dataset'} · "
-            f"{owner_name(snap.owner)} · {state}"
+            f"**{snap.label.capitalize()}** `{snap.id}` · {subject(snap)} · {owner_name(snap.owner)} · {state}"
         )
         with head:
             _progress(snap)

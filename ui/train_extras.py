@@ -1,4 +1,5 @@
-"""The Train page's helpers around the form: the augmentation preview, the time estimate, the learning-rate finder."""
+"""The Train page's helpers around the form: the augmentation preview, the time estimate (and the speed probe it
+waits for), the learning-rate finder."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import streamlit as st
 from core import speed
 from core.config import TrainConfig
 from core.dataset import Dataset
-from core.jobs import COMPLETED, LR_FIND
-from ui import charts, tasks
+from core.jobs import COMPLETED, LR_FIND, QUEUED, STARTING, JobSnapshot, registry
+from ui import charts, session, tasks
+from ui.session import guarded, plural
 from ui.train_form import key
 
 PREVIEW_IMAGES = 8
 PREVIEW_SEED = "augment_preview_seed"
 LR_JOB = "lr_job"  # session state: the running learning-rate test
 LR_FINDING = "lr_finding"  # session state: the last learning-rate test's result
+SPEED_REFRESH_SECONDS = 1.0  # the speed probe's progress is redrawn this often while it is queued or runs
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -51,22 +54,38 @@ def split_sizes(ds: Dataset, config: TrainConfig) -> tuple[int, int]:
     return n_pool - n_val, n_val
 
 
-@st.fragment(run_every=2.0)
+def probe_text(probe: JobSnapshot) -> str:
+    """The speed probe's progress in one sentence, for the place of the time estimate."""
+    what = f"Measuring this server's speed at {probe.params.get('image_size')} px for a time estimate"
+    if probe.state == QUEUED:
+        ahead = registry().ahead(probe.id)
+        return f"{what}: queued behind {plural(ahead, 'job')}." if ahead else f"{what}: starting…"
+    if probe.stopping:
+        return f"{what}: stopping…"
+    if probe.state == STARTING or not probe.done or not probe.total:
+        return f"{what}: starting…"
+    left = f", about {speed.human_time(probe.eta)} left" if probe.eta is not None else ""
+    return f"{what}: {probe.done} of {probe.total} batches{left}."
+
+
+@st.fragment(run_every=SPEED_REFRESH_SECONDS)
+@guarded
 def _waiting_for_speed(image_size: int, precision: str) -> None:
-    if speed.known_speed(image_size, precision) is not None or not speed.measuring(image_size, precision):
-        st.rerun()  # measured, or the measurement ended without an answer
-    st.caption(f"Measuring this server's speed at {image_size} px for a time estimate (about 20 s, once)…")
+    probe = speed.probe(image_size, precision)
+    if speed.known_speed(image_size, precision) is not None or probe is None:
+        st.rerun()  # measured (the estimate replaces this), or the probe ended without an answer
+    st.caption(probe_text(probe))
 
 
 def time_estimate(ds: Dataset, config: TrainConfig, unfrozen: list[str]) -> None:
     """How long the run will take here, before it starts, for every kind of run."""
     ips = speed.known_speed(config.image_size, config.precision)
     if ips is None:
-        speed.measure_in_background(config.image_size, config.precision)  # in another process: no TensorFlow here
-        if speed.measuring(config.image_size, config.precision):
-            _waiting_for_speed(config.image_size, config.precision)
-        else:
+        # A job like a training (it waits for a free slot, and shows on the Jobs page): no TensorFlow here.
+        if speed.measure_in_background(config.image_size, config.precision, owner=session.user()) is None:
             st.caption("No time estimate: this server's speed could not be measured at this size just now.")
+        else:
+            _waiting_for_speed(config.image_size, config.precision)
         return
     n_train, n_val = split_sizes(ds, config)
     est = speed.estimate(config, n_train, n_val, ips, unfrozen)
