@@ -71,6 +71,8 @@ COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "fa
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
 KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test"}
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
+# The order of the line: oldest first, but a speed test (for a time estimate) after the work people asked for.
+_LINE = f"(kind = '{SPEED}')"
 
 
 @dataclass(frozen=True)
@@ -527,12 +529,13 @@ class JobRegistry:
         """Jobs that must start or finish before this queued one starts: those ahead in line, and those running
         now when every slot is taken. 0 once it has started."""
         with db.connect() as con:
-            row = con.execute("SELECT state, created, rowid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = con.execute(f"SELECT state, {_LINE} AS line, created, rowid FROM jobs WHERE id = ?",
+                              (job_id,)).fetchone()  # fmt: skip
             if row is None or row["state"] != QUEUED:
                 return 0
             before = con.execute(
-                "SELECT count(*) FROM jobs WHERE state = ? AND (created < ? OR (created = ? AND rowid < ?))",
-                (QUEUED, row["created"], row["created"], row["rowid"]),
+                f"SELECT count(*) FROM jobs WHERE state = ? AND ({_LINE}, created, rowid) < (?, ?, ?)",
+                (QUEUED, row["line"], row["created"], row["rowid"]),
             ).fetchone()[0]
             running = self._running_count(con)
         return before + (running if running >= self.max_running else 0)
@@ -598,7 +601,7 @@ class JobRegistry:
         with db.connect(write=True, path=path) as con:
             if self._running_count(con) >= self.max_running:
                 return None
-            row = con.execute("SELECT id FROM jobs WHERE state = ? ORDER BY created, rowid LIMIT 1",
+            row = con.execute(f"SELECT id FROM jobs WHERE state = ? ORDER BY {_LINE}, created, rowid LIMIT 1",
                               (QUEUED,)).fetchone()  # fmt: skip
             if row is None:
                 return None

@@ -19,6 +19,7 @@ packages (``make setup``, then ``ray start`` from the project's virtual environm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -41,11 +42,15 @@ CONNECT_SECONDS = 30  # how long a cluster that does not answer is waited for
 
 
 def _code_version() -> str:
-    """A digest of this package's code: a relay left running by an older version of it is not reused."""
+    """A digest of this package's code as this process loaded it: a relay left running by an older version of it
+    is not reused."""
     h = hashlib.sha256()
     for file in sorted(CORE.glob("*.py")):
         h.update(file.name.encode() + file.read_bytes())
     return h.hexdigest()[:12]
+
+
+CODE_VERSION = _code_version()  # read once: the files may change on disk under a running server
 
 
 def _job_actor_name(job_id: str) -> str:
@@ -53,7 +58,7 @@ def _job_actor_name(job_id: str) -> str:
 
 
 def _relay_name(path: Path) -> str:
-    where = f"{socket.gethostname()}:{path.resolve()}:{_code_version()}"
+    where = f"{socket.gethostname()}:{path.resolve()}:{CODE_VERSION}"
     return "workspace-" + hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
@@ -127,18 +132,18 @@ def _unseen(relay, row: dict[str, Any]) -> str | None:
 class JobActor:
     """One job on one machine of the cluster (a detached actor that ends itself when the job has ended)."""
 
-    def run(self, relay_name: str, job_id: str, env: dict[str, str]) -> None:
+    def run(self, relay, job_id: str, env: dict[str, str]) -> None:
         import ray
 
-        from core.worker import figures
+        from core.worker import figures, lower_priority
 
         os.environ.update(env)  # the folders as the web server names them: the shared mount's paths
         # Ray limits a worker to one OpenMP thread per CPU it asked for; a training uses its machine's cores, as a
         # local worker does (CLASSIFIER_MAX_JOBS and Ray's spreading keep jobs apart).
         os.environ.pop("OMP_NUM_THREADS", None)
+        lower_priority()
+        store = RemoteStore(relay)
         try:
-            relay = ray.get_actor(relay_name, namespace=NAMESPACE)
-            store = RemoteStore(relay)
             if store.take(job_id, f"{jobs.RAY_PREFIX}{job_id}@{jobs.worker_id()}"):
                 row = store.job(job_id)
                 problem = _unseen(relay, row)
@@ -146,6 +151,11 @@ class JobActor:
                     store.finish(job_id, row["kind"], jobs.FAILED, problem, {}, None)
                 else:
                     jobs.run_job(store, job_id, local=False, figures=figures)
+        except Exception as exc:  # the relay or the shared folders failed: say so where the page reads it
+            log.exception("job %s could not run here", job_id)
+            with contextlib.suppress(Exception):
+                store.finish(job_id, "", jobs.FAILED, f"The job could not run on the Ray worker "
+                             f"{socket.gethostname()}: {type(exc).__name__}: {str(exc)[:300]}", {}, None)  # fmt: skip
         finally:
             ray.actor.exit_actor()
 
@@ -201,6 +211,7 @@ class RayExecutor:
                 "with `ray start --head` (README: 'Ray cluster'), or unset RAY_ADDRESS to run jobs on this machine."
             ) from None
         self._relays: dict[Path, Any] = {}
+        self._waiting: set[str] = set()  # jobs this process started and waits for: alive until their end
         jobs.ray_alive = self.alive
 
     def _relay(self, path: Path):
@@ -240,7 +251,6 @@ class RayExecutor:
 
         try:
             jobs.runs.runs_dir().mkdir(parents=True, exist_ok=True)  # so that a machine that lacks it can tell
-            self._relay(path)
             actor = (
                 ray.remote(JobActor)
                 .options(
@@ -254,15 +264,15 @@ class RayExecutor:
                 )
                 .remote()
             )
-            ref = actor.run.remote(_relay_name(path), job_id, shared_env())
+            ref = actor.run.remote(self._relay(path), job_id, shared_env())
+            self._waiting.add(job_id)
         except Exception as exc:
             jobs.ended_unexpectedly(path, job_id, f"it could not be started on the Ray cluster: {_words(exc)}")
             return
         threading.Thread(target=self._reap, args=(path, job_id, ref, on_end), name=f"ray-{job_id}",
                          daemon=True).start()  # fmt: skip
 
-    @staticmethod
-    def _reap(path: Path, job_id: str, ref, on_end) -> None:
+    def _reap(self, path: Path, job_id: str, ref, on_end) -> None:
         import ray
 
         try:
@@ -272,6 +282,8 @@ class RayExecutor:
             return
         except Exception as exc:  # an actor that ends itself also ends here (exit type: intended user exit)
             how = _words(exc)
+        finally:
+            self._waiting.discard(job_id)
         with jobs.db.connect(path=path) as con:
             row = con.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is not None and row["state"] not in jobs.FINISHED:
@@ -279,10 +291,13 @@ class RayExecutor:
         if on_end:
             on_end()
 
-    @staticmethod
-    def alive(job_id: str) -> bool:
+    def alive(self, job_id: str) -> bool:
+        """Whether the job's actor still exists (one this process started is, until its end has been seen: a new
+        actor's name reaches the cluster a moment after it is asked for)."""
         import ray
 
+        if job_id in self._waiting:
+            return True
         try:
             ray.get_actor(_job_actor_name(job_id), namespace=NAMESPACE)
         except ValueError:

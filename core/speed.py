@@ -20,7 +20,8 @@ Everything is read from ``speed.json`` in the cache folder, written by three kin
   runs: their measured fit time over the time this model predicted for them.
 
 The speed probe is a job like a training (``core.jobs``, kind ``SPEED``): it waits for a free slot, since on
-2 cores it would distort a running training and be distorted by it, and it shows on the Jobs page. The command
+2 cores it would distort a running training and be distorted by it, lets the work people asked for go first, and
+it shows on the Jobs page. The command
 line's ``python -m core speed`` runs the same measurement in its own process.
 
 This module never imports TensorFlow: the web page estimates in its own script run. ``auto`` precision is

@@ -212,3 +212,14 @@ def test_a_locked_database_gives_a_sentence_not_a_hang(monkeypatch):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_speed_test_waits_behind_the_work_people_asked_for(new_registry, dataset):
+    from core.jobs import SPEED
+
+    reg = new_registry(dispatch=False)
+    probe = reg.submit_task(SPEED, {"image_size": 224, "precision": "auto"}, owner="ann@example.com")
+    training = reg.submit(dataset, tiny_config(), owner="bob@example.com", name="asked")
+    assert reg.ahead(training.id) == 0 and reg.ahead(probe.id) == 1
+    assert reg._claim(db.db_path()) == training.id  # the training starts first, though queued later
+    assert reg.ahead(probe.id) == 1  # now behind the running training (one slot)
