@@ -104,6 +104,7 @@ class JobSnapshot:
     phase2_start: int | None
     stop_asked: bool
     restarted_as: str | None
+    worker: str = ""  # the process running it (core.jobs.worker_id), "ray:<job>@..." on a Ray cluster
     result: Any = None
     epoch_logs: list[dict[str, float]] = field(default_factory=list)
     batch_losses: list[dict[str, float]] = field(default_factory=list)
@@ -134,6 +135,14 @@ class JobSnapshot:
     def label(self) -> str:
         return KIND_NAMES.get(self.kind, self.kind)
 
+    @property
+    def machine(self) -> str:
+        """The host name of the machine running it, once its process has said ('' before)."""
+        who = self.worker.removeprefix(THREAD_PREFIX)
+        if who.startswith(RAY_PREFIX):
+            who = who.partition("@")[2]
+        return who.rsplit(":", 2)[0] if who.count(":") >= 2 else ""
+
 
 def _snapshot(row, points: list | None = None) -> JobSnapshot:
     now = row["finished"] or time.time()
@@ -152,7 +161,7 @@ def _snapshot(row, points: list | None = None) -> JobSnapshot:
         epochs=row["epochs"] or (TrainConfig.from_dict(params["config"]).total_epochs if "config" in params else 0),
         batch=row["batch"], batches=row["batches"], eta=row["eta"], metrics=json.loads(row["metrics"]),
         error=row["error"], path_reason=row["path_reason"], phase2_start=row["phase2_start"],
-        stop_asked=bool(row["stop"]), restarted_as=row["restarted_as"],
+        stop_asked=bool(row["stop"]), restarted_as=row["restarted_as"], worker=row["worker"] or "",
         result=json.loads(row["result"]) if row["result"] else None, epoch_logs=epoch_logs,
         batch_losses=batch_losses,
     )  # fmt: skip

@@ -223,3 +223,16 @@ def test_a_speed_test_waits_behind_the_work_people_asked_for(new_registry, datas
     assert reg.ahead(training.id) == 0 and reg.ahead(probe.id) == 1
     assert reg._claim(db.db_path()) == training.id  # the training starts first, though queued later
     assert reg.ahead(probe.id) == 1  # now behind the running training (one slot)
+
+
+@pytest.mark.parametrize(
+    "worker, machine",
+    [("vm:12:345", "vm"), ("thread:vm:12:345", "vm"), ("ray:train-1@gpu-node-7:12:345", "gpu-node-7"),
+     ("ray:train-1", ""), ("", "")],
+)  # fmt: skip
+def test_a_job_knows_the_machine_its_process_runs_on(new_registry, dataset, worker, machine):
+    reg = new_registry(dispatch=False)
+    job = reg.submit(dataset, tiny_config())
+    with db.connect(write=True) as con:
+        con.execute("UPDATE jobs SET worker = ? WHERE id = ?", (worker, job.id))
+    assert reg.get(job.id).machine == machine

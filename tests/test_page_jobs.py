@@ -8,7 +8,7 @@ import time
 from pagetest import APP, JOB_TIMEOUT, assert_clean, button, load, open_app, texts
 from streamlit.testing.v1 import AppTest
 
-from core import db
+from core import db, jobs
 from core.config import TrainConfig
 from core.jobs import CANCELLED, COMPLETED, INTERRUPTED, QUEUED, registry
 
@@ -106,3 +106,20 @@ def test_a_damaged_workspace_database_is_a_sentence_naming_the_file(tmp_path):
         "one is made and the saved runs and datasets are found again in their folders (the job history and the "
         "saved Train forms are lost)."
     ]
+
+
+def test_a_job_on_another_machine_says_where_it_runs(tmp_path, fast_training):
+    ds = load(tmp_path)
+    job = registry().submit(ds, long_config(), owner="", name="far")
+    registry().stop(job.id)  # cancelled at once (or stopped): a finished job keeps the machine it ran on
+    registry().wait(job.id, timeout=JOB_TIMEOUT)
+    with db.connect(write=True) as con:
+        con.execute("UPDATE jobs SET worker = ? WHERE id = ?", (f"ray:{job.id}@gpu-node-7:4242:99", job.id))
+    at = open_app("pages/jobs.py")
+    assert_clean(at)
+    card = next(m for m in texts(at.markdown) if job.id in m)
+    assert card.endswith("· on gpu-node-7")
+    with db.connect(write=True) as con:  # this machine: nothing to say
+        con.execute("UPDATE jobs SET worker = ? WHERE id = ?", (jobs.worker_id(), job.id))
+    at = open_app("pages/jobs.py")
+    assert " · on " not in next(m for m in texts(at.markdown) if job.id in m)

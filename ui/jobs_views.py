@@ -6,6 +6,7 @@ sidebar_status()  # one line in the sidebar while something runs, linking to the
 
 from __future__ import annotations
 
+import socket
 import time
 
 import streamlit as st
@@ -29,6 +30,7 @@ from ui.job_view import owner_name, restart, stop_control
 from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, guarded, plural
 
 REFRESH_SECONDS = 2.0
+HOST = socket.gethostname()
 STATES = {
     QUEUED: "queued",
     STARTING: "starting",
@@ -92,8 +94,10 @@ def job_card(snap: JobSnapshot) -> None:
     with st.container(border=True, key=f"job_card_{snap.id}"):
         head, actions = st.columns([3, 1], vertical_alignment="center")
         state = "Stopping…" if snap.stopping else STATES.get(snap.state, "running")
+        # Where it runs, when that is another machine (a Ray cluster's): the place to look if it misbehaves.
+        where = f" · on {snap.machine}" if snap.machine and snap.machine != HOST else ""
         head.markdown(
-            f"**{snap.label.capitalize()}** `{snap.id}` · {subject(snap)} · {owner_name(snap.owner)} · {state}"
+            f"**{snap.label.capitalize()}** `{snap.id}` · {subject(snap)} · {owner_name(snap.owner)} · {state}{where}"
         )
         with head:
             _progress(snap)
