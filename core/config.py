@@ -21,6 +21,8 @@ HEADS = ("small-fc", "gap", "vgg-fc")
 RESIZES = ("crop", "pad", "stretch")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+CLASS_WEIGHTS = ("none", "balanced")
+IMBALANCED = 3.0  # the largest class with this many times the smallest's training images: suggest class weights
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 VGG_FC_SIZE = 224  # the pretrained fc1 expects exactly 7x7x512 features
 # Layers each head adds after VGG16's own (vgg-fc keeps VGG16's flatten, fc1 and fc2: only the last layer is new).
@@ -123,6 +125,12 @@ class TrainConfig:
     validation_split: float = _opt(
         0.1, "share of each class held out for validation (ignored when the dataset has its own val/ folder)",
         label="Validation split", section="training", widget="slider", min=0.05, max=0.5, step=0.05,
+    )  # fmt: skip
+    class_weight: str = _opt(
+        "none",
+        "balanced: weigh each training image by the inverse of its class's share, so a small class counts as much "
+        "as a big one (for imbalanced datasets); none: every image counts the same",
+        CLASS_WEIGHTS, label="Class weights", section="training",
     )  # fmt: skip
     early_stopping: int = _opt(
         0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)",

@@ -21,6 +21,7 @@ import dataclasses
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,9 @@ def _train(
     n = len(paths_all := train_paths + val_paths)
     num_classes = len(dataset.classes)
     y_train = keras.utils.to_categorical([dataset.items[i].label for i in train_idx], num_classes)
+    weights = (
+        balanced_weights([dataset.items[i].label for i in train_idx]) if config.class_weight == "balanced" else None
+    )
     y_val = keras.utils.to_categorical([dataset.items[i].label for i in val_idx], num_classes)
 
     model = build_model(config, num_classes)
@@ -341,6 +345,7 @@ def _train(
             epochs=start_epoch + phase.epochs,
             validation_data=(x_val, y_val),  # never augmented
             validation_batch_size=val_batch if mirrored else None,
+            class_weight=weights,
             shuffle=not config.augmented,  # the augmented pipeline shuffles itself
             verbose=0,
             callbacks=callbacks,
@@ -387,6 +392,8 @@ def _train(
             "replicas": strategy.num_replicas_in_sync,
             "devices": names,
         }
+    if weights:
+        metrics["class_weights"] = {dataset.classes[c]: round(w, 4) for c, w in sorted(weights.items())}
     if config.augmented:
         metrics["augmentation"] = augmentation_summary(config)
     if config.two_phase:
@@ -400,6 +407,13 @@ def _train(
     record_run_pace(config, metrics, status)  # later estimates learn from this run's measured pace
     _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started, owner)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
+
+
+def balanced_weights(labels: list[int]) -> dict[int, float]:
+    """Each class's weight for ``class_weight="balanced"``: n / (k * n_c) over the k classes with training images,
+    so every class weighs as much in the loss as if all had the same number of images (scikit-learn's rule)."""
+    counts = Counter(labels)
+    return {c: len(labels) / (len(counts) * n) for c, n in counts.items()}
 
 
 def augmentation_summary(config: TrainConfig) -> str:

@@ -243,3 +243,25 @@ def test_a_reload_or_a_new_tab_restores_the_form_as_left_for_that_dataset(tmp_pa
     other = load(tmp_path / "other", per_class=9)  # another dataset has a form of its own
     fresh = open_app("pages/train.py", query={"dataset": other.id})
     assert fresh.radio(key="cfg_weights").value == "imagenet" and fresh.number_input(key="cfg_epochs").value != 7
+
+
+def test_an_imbalanced_dataset_gets_class_weights_suggested_until_they_are_chosen(tmp_path):
+    from conftest import jpeg_bytes, make_zip
+
+    from core.datasets import open_dataset, save_zip
+
+    entries = {f"big/{i}.jpg": jpeg_bytes((200, 40, 40), seed=i) for i in range(30)}
+    entries |= {f"small/{i}.jpg": jpeg_bytes((40, 40, 200), seed=100 + i) for i in range(5)}
+    ds = open_dataset(save_zip(make_zip(tmp_path / "imbalanced.zip", entries)).id)
+    at = open_app("pages/train.py", dataset=ds.id)
+    advice = [m for m in texts(at.info) if "balanced class weights" in m]
+    assert advice == [
+        "'big' has 6× the images of 'small' (30 against 5): with balanced class weights, training does not lean "
+        "toward the big class."
+    ]
+    at.selectbox(key="cfg_class_weight").set_value("balanced").run()
+    assert_clean(at)
+    assert not [m for m in texts(at.info) if "balanced class weights" in m]
+
+    even = open_app("pages/train.py", dataset=load(tmp_path).id)  # 10 and 10: nothing to suggest
+    assert not [m for m in texts(even.info) if "balanced class weights" in m]

@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from core import forms
-from core.config import HEAD_LAYERS, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
+from core.config import HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.dataset import Dataset
 from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
 from ui import session
@@ -190,6 +190,10 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
     values["validation_split"] = widget(t3, "validation_split", disabled=has_val)
     if has_val:
         t3.caption("The dataset has its own val/ folder, which is used as the validation set.")
+    w1, w2 = st.columns([1, 2])
+    values["class_weight"] = widget(w1, "class_weight")
+    if values["class_weight"] == "none" and (advice := imbalance_advice(ds)):
+        w2.info(advice, icon=":material/balance:")
     if two_phase:
         f1, f2 = st.columns(2)
         values["fine_tune_epochs"] = widget(f1, "fine_tune_epochs", default=FIRST_FINE_TUNE_EPOCHS, min_value=1)
@@ -200,6 +204,23 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
         for column, name in zip(columns, ("early_stopping", "seed", "decay", "precision"), strict=True):
             values[name] = widget(column, name)
     return values
+
+
+def imbalance_advice(ds: Dataset) -> str | None:
+    """A sentence suggesting balanced class weights when the largest class has ``IMBALANCED`` times the training
+    images of the smallest; None otherwise."""
+    counts = {c: sum(n for split, n in by_split.items() if split not in ("val", "test"))
+              for c, by_split in ds.report.counts.items()}  # fmt: skip
+    counts = {c: n for c, n in counts.items() if n}
+    if len(counts) < 2:
+        return None
+    big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+    if counts[big] < IMBALANCED * counts[small]:
+        return None
+    return (
+        f"'{big}' has {counts[big] / counts[small]:.0f}× the images of '{small}' ({counts[big]:,} against "
+        f"{counts[small]:,}): with balanced class weights, training does not lean toward the big class."
+    )
 
 
 def augmentation_section() -> dict[str, Any]:
