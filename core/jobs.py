@@ -803,6 +803,13 @@ def _remove_partial(job_id: str, kind: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _starting_on_ray(row) -> bool:
+    """A job handed to a Ray cluster moments ago, whose actor has not taken it yet (nor, perhaps, reached the
+    cluster's list of names): not to be taken for gone. One that no actor takes within a minute is."""
+    worker = row["worker"] or ""
+    return worker.startswith(RAY_PREFIX) and "@" not in worker and time.time() - (row["started"] or 0) < 60
+
+
 def recover(path: Path | None = None) -> list[str]:
     """Mark jobs whose process has gone as interrupted (a server restart, a crash); returns their ids.
 
@@ -812,9 +819,10 @@ def recover(path: Path | None = None) -> list[str]:
     if not path.exists():
         return []
     with db.connect(write=True, path=path) as con:
-        rows = con.execute(f"SELECT id, kind, worker FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ?",
-                           (QUEUED,)).fetchall()  # fmt: skip
-        gone = [r for r in rows if not worker_alive(r["worker"])]
+        rows = con.execute(
+            f"SELECT id, kind, worker, started FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ?", (QUEUED,)
+        ).fetchall()
+        gone = [r for r in rows if not _starting_on_ray(r) and not worker_alive(r["worker"])]
         for r in gone:
             if (r["worker"] or "").startswith(THREAD_PREFIX):  # it ran inside a web server that has stopped
                 state, error = INTERRUPTED, "The server stopped while this job ran; nothing of it was saved."

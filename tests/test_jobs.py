@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, class_entries, make_zip, tiny_config
 
 from core import access, db, runs
+from core import jobs as jobs_module
 from core.datasets import open_dataset, save_zip
 from core.jobs import (
     CANCELLED,
@@ -236,3 +237,19 @@ def test_a_job_knows_the_machine_its_process_runs_on(new_registry, dataset, work
     with db.connect(write=True) as con:
         con.execute("UPDATE jobs SET worker = ? WHERE id = ?", (worker, job.id))
     assert reg.get(job.id).machine == machine
+
+
+def test_a_job_just_handed_to_ray_is_not_taken_for_gone_until_a_minute_has_passed(new_registry, dataset):
+    reg = new_registry(dispatch=False)
+    job = reg.submit(dataset, tiny_config())
+    with db.connect(write=True) as con:
+        con.execute("UPDATE jobs SET state = 'starting', started = ?, worker = ? WHERE id = ?",
+                    (time.time(), f"ray:{job.id}", job.id))  # fmt: skip
+    saved, jobs_module.ray_alive = jobs_module.ray_alive, lambda job_id: False  # the cluster does not list it yet
+    try:
+        assert recover() == []
+        with db.connect(write=True) as con:
+            con.execute("UPDATE jobs SET started = ? WHERE id = ?", (time.time() - 61, job.id))
+        assert recover() == [job.id]
+    finally:
+        jobs_module.ray_alive = saved

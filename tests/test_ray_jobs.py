@@ -104,12 +104,14 @@ def test_a_training_on_ray_lands_a_run_that_predicts_like_the_same_training_here
     ray_run = runs.find_run(job.id)
     assert ray_run is not None and ray_run.owner == "ann@example.com" and ray_run.dataset_id == dataset.id
 
+    on_ray.close()  # from here on, only the local registry starts jobs
     here = JobRegistry(max_running=1, executor=PROCESS, warm=False)
     try:
         local = here.wait(here.submit(dataset, config, name="here").id, timeout=TIMEOUT)
     finally:
         here.close()
     assert local.state == COMPLETED, local.error
+    assert not _worker(local.id).startswith("ray:")
     a, b = _probabilities(ray_run.path, dataset), _probabilities(runs.find_run(local.id).path, dataset)
     # Same settings and seed, two processes on two executors: the same model, up to the order of float sums.
     np.testing.assert_allclose(a, b, atol=1e-5)
