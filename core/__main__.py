@@ -7,6 +7,7 @@
     python -m core predict runs/ants photo1.jpg photo2.png --top-k 3 [--json]
     python -m core predict runs/ants photo.jpg --explain heatmaps/ [--explain-class ants]
     python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
+    python -m core label-issues runs/ants [--folds 5] [--json]   # suspected label errors (cleanlab)
     python -m core train 3f2a9c0d41b7e655 --epochs 2  # a saved dataset's id works wherever DATA.zip does
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core cache [--clear]
@@ -50,6 +51,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata["help"] + " (default: %(default)s)"
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif isinstance(f.default, tuple):  # a list of values: the flag once per value
+            parser.add_argument(flag, action="append", metavar="PATH", help=f.metadata["help"] + " (default: none)")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"], help=help_text)
@@ -125,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=LR_FIND_STEPS, help="batches in the test (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print every step as JSON")
 
+    p = sub.add_parser("label-issues", help="suspected label errors among a run's training images, found by cleanlab")
+    p.add_argument("run", help="a run folder saved by train")
+    p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
     p = sub.add_parser("datasets", help="list the datasets saved on this server, most recently used first")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -172,10 +180,13 @@ def _dataset(data: str, work_dir, limits: Limits | None = None) -> Dataset:
 
 
 def cmd_inspect(args) -> int:
+    from core.duplicates import find_duplicates
+
     ds = _load(args)
     r = ds.report
+    dup = find_duplicates(ds, _bar_progress("looking for duplicates", "img"))
     if args.json:
-        print(r.to_json())
+        print(json.dumps({**r.to_dict(), "duplicates": dup.to_dict()}, indent=2, ensure_ascii=False))
         return 0
     print(f"{r.source}: {len(r.classes)} classes, {r.total} images ({r.layout} layout)")
     splits = sorted({s for c in r.counts.values() for s in c})
@@ -195,7 +206,19 @@ def cmd_inspect(args) -> int:
             print(f"  {s['file']}: {s['reason']}")
     if r.ignored:
         print(f"ignored {r.ignored} system files (__MACOSX, dot-files, Thumbs.db...)")
+    _print_duplicates(dup)
     return 0
+
+
+def _print_duplicates(dup, shown: int = 10) -> None:
+    print("duplicates: " + " ".join(dup.summary()))
+    for p in dup.pairs[:shown]:
+        where = f"{p.class_a}" if p.class_a == p.class_b else f"{p.class_a} / {p.class_b}"
+        if p.leak:
+            where += f", {p.split_a} / {p.split_b}"
+        print(f"  {p.relation}, {p.kind} (distance {p.distance}): {p.a}  {p.b}  ({where})")
+    if dup.pairs_total > shown:
+        print(f"  ... and {dup.pairs_total - min(shown, len(dup.pairs)):,} more pairs (--json lists {len(dup.pairs)})")
 
 
 def cmd_train(args) -> int:
@@ -224,6 +247,10 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous)
         listener.close()
     m = result.metrics
+    from core import calibration
+
+    if trust := calibration.load(result.run_dir):
+        print(trust.summary(), file=sys.stderr)
     print(
         f"{result.status}: {m['epochs_completed']} epochs, val_accuracy {m['val_accuracy']:.3f}, "
         f"val_loss {m['val_loss']:.4f}, {m['seconds']:.0f} s; saved to {result.run_dir}"
@@ -323,6 +350,7 @@ def cmd_predict(args) -> int:
                 [
                     {
                         "file": p.name,
+                        **({"answer": p.answer, "sure": p.sure, "threshold": p.threshold} if p.ok else {}),
                         "predictions": [{"class": c, "probability": round(pr, 6)} for c, pr in p.top],
                         **({"error": p.error} if p.error else {}),
                         **({"explanation": explained[i]} if i in explained else {}),
@@ -335,7 +363,10 @@ def cmd_predict(args) -> int:
         )
     else:
         for p in results:
-            if p.ok:
+            if p.ok and not p.sure:
+                guesses = ", ".join(f"{c} {pr:.1%}" for c, pr in p.top)
+                print(f"{p.name}: not sure (below the run's {p.threshold:.0%} threshold; best guesses: {guesses})")
+            elif p.ok:
                 print(f"{p.name}: " + ", ".join(f"{c} {pr:.1%}" for c, pr in p.top))
             else:
                 print(f"{p.name}: skipped: {p.error}", file=sys.stderr)
@@ -372,6 +403,19 @@ def cmd_evaluate(args) -> int:
     print(f"  {'class':{width}s}  precision  recall     f1  support")
     for r in ev.per_class:
         print(f"  {r['class']:{width}s}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}")
+    if c := ev.calibration:
+        if c["temperature"] != 1.0:
+            print(
+                f"expected calibration error (15 bins): {c['ece_before']:.3f} before calibration, "
+                f"{c['ece_after']:.3f} after (temperature {c['temperature']:.2f})"
+            )
+        else:
+            print(f"expected calibration error (15 bins): {c['ece_after']:.3f} (the run is not calibrated)")
+        if c["threshold"] is not None:
+            print(
+                f"not-sure threshold {c['threshold']:.0%}: answers {c['coverage']:.0%} of these images, "
+                f"{c['accepted_accuracy']:.0%} of those right"
+            )
     if ev.most_confused:
         print("most confused (true -> predicted):")
         for m in ev.most_confused[:10]:
@@ -383,6 +427,37 @@ def cmd_evaluate(args) -> int:
                 f"  {m['file']}: {m['true']}, predicted {m['predicted']} {m['probability']:.1%} "
                 f"({m['true']} {m['true_probability']:.1%})"
             )
+    print(f"saved to {Path(args.run) / FILE}")
+    return 0
+
+
+def cmd_label_issues(args) -> int:
+    from core.label_issues import FILE, find_label_issues
+    from core.runs import check_run, find_run
+
+    if not Path(args.run).exists() and (run := find_run(args.run)) is not None:
+        args.run = str(run.path)  # a run's id (its folder's name in the runs folder) works too
+    check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
+    bars = {"features": ("frozen layers, once per image", "img"), "folds": ("out-of-fold predictions", "fold")}
+    progress = {name: _bar_progress(desc, unit) for name, (desc, unit) in bars.items()}
+    found = find_label_issues(args.run, folds=args.folds, progress=lambda st, d, t: progress[st](d, t))
+    for w in found.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"{found.images} training and validation images of {found.dataset}, {found.folds}-fold, features: "
+          f"{found.features}; out-of-fold accuracy {found.out_of_fold_accuracy:.3f}")  # fmt: skip
+    if not found.suspects:
+        print("no suspected label errors")
+    else:
+        print(f"{len(found.suspects)} suspected label errors, most suspicious first:")
+        rows = [(s["file"], s["given"], s["suggested"], f"{s['confidence']:.1%}", f"{s['given_probability']:.1%}")
+                for s in found.suspects]  # fmt: skip
+        header = ("file", "given", "suggested", "confidence", "given's")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"saved to {Path(args.run) / FILE}")
     return 0
 
@@ -486,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": cmd_datasets,
         "jobs": cmd_jobs,
         "lr-find": cmd_lr_find,
+        "label-issues": cmd_label_issues,
         "speed": cmd_speed,
     }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:

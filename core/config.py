@@ -70,7 +70,7 @@ def _opt(
     return field(default=default, metadata=meta)
 
 
-SECTIONS = ("model", "optimizer", "training", "more", "augmentation", "fine_tune")
+SECTIONS = ("model", "optimizer", "training", "more", "augmentation", "fine_tune", "data")
 SGD, ADAMW = {"optimizer": ("sgd",)}, {"optimizer": ("adamw",)}
 
 
@@ -132,9 +132,21 @@ class TrainConfig:
         "as a big one (for imbalanced datasets); none: every image counts the same",
         CLASS_WEIGHTS, label="Class weights", section="training",
     )  # fmt: skip
+    drop_val_duplicates: bool = _opt(
+        True,
+        "take out of validation the images whose exact or near duplicate (resized, recompressed, slightly cropped) "
+        "is among the training images, so validation scores images the model has not already seen; a class keeps "
+        "at least one validation image",
+        label="Drop validation images that duplicate training images", section="training",
+    )  # fmt: skip
     early_stopping: int = _opt(
         0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)",
         label="Early stopping patience (0 = off)", section="more", min=0, max=100,
+    )  # fmt: skip
+    calibrate: bool = _opt(
+        True, "after training, fit a temperature on the validation split so the probabilities mean what they say "
+        "(of the images given 0.8, 8 in 10 are right), and choose the confidence below which the answer is 'not sure'",
+        label="Calibrate probabilities", section="more",
     )  # fmt: skip
     seed: int = _opt(
         0, "seed for the split, the weights and the shuffling: same seed, same run",
@@ -183,6 +195,17 @@ class TrainConfig:
         label="Phase 2 learning rate: phase 1's divided by", section="fine_tune", widget="slider", min=1.0,
         max=100.0, step=1.0,
     )  # fmt: skip
+    # Data: images of the dataset left out of training and validation. Not a control of the form (widget "none"):
+    # the Evaluate page decides them per image (core.label_issues) and a saved dataset's exclusions are added as a
+    # run starts, so config.json records what was left out. A tuple, so that the default can be shared.
+    exclude: tuple[str, ...] = _opt(
+        (), "leave this image out of training and validation (its path inside the dataset, e.g. cats/12.jpg); "
+        "repeat for more. A saved dataset's images excluded on the Evaluate page are left out as well",
+        label="Excluded images", section="data", widget="none",
+    )  # fmt: skip
+
+    def __post_init__(self):
+        self.exclude = tuple(self.exclude or ())  # config.json holds a list; the CLI gives None when not used
 
     @property
     def augmented(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from core import runs
+from core import calibration, runs
 from core.dataset import Dataset, load_dataset, split_dataset
 from core.errors import UserError
 from core.workspace import work_root
@@ -63,6 +63,7 @@ class Evaluation:
     warnings: list[str] = field(default_factory=list)
     created: str = ""
     root: str = ""  # the dataset folder ``files`` are relative to; a temporary one may be gone by now
+    calibration: dict[str, Any] = field(default_factory=dict)  # core.calibration.on_images on these images
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -232,6 +233,10 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None) ->
     ev.source, ev.split, ev.data = source, split, name
     ev.warnings = warnings
     ev.root = str(ds.root.resolve())
+    saved = calibration.load(run.path)
+    ev.calibration = calibration.on_images(
+        np.stack(probs), y_true, saved.temperature if saved else 1.0, saved.threshold if saved else None
+    )
     ev.created = time.strftime("%Y-%m-%dT%H:%M:%S")
     runs.write_json(run.path / FILE, ev.to_dict())
     return ev

@@ -65,11 +65,13 @@ STOP_POLL_SECONDS = 0.25  # how often a worker looks for a stop asked by another
 RECENT_SECONDS = 24 * 3600  # finished jobs shown in the jobs view
 
 TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"  # kinds of job
+LABEL_ISSUES = "label_issues"
 QUEUED, STARTING, READING, FEATURES, TRAINING = "queued", "starting", "reading", "features", "training"
 WORKING = "working"  # a task's state while it runs (its stage names what it does)
 COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "failed", "cancelled", "interrupted"
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
-KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test"}
+KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test",
+              LABEL_ISSUES: "label-error search"}  # fmt: skip
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 # The order of the line: oldest first, but a speed test (for a time estimate) after the work people asked for.
 _LINE = f"(kind = '{SPEED}')"
@@ -370,6 +372,19 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
             raise UserError(f"The run {params['run']} was deleted before it could be evaluated.")
         ev = evaluate_run(run.path, dataset, top_k=params.get("top_k", 3), progress=progress)
         return COMPLETED, {"accuracy": ev.accuracy}, None
+    if kind == LABEL_ISSUES:
+        from core.label_issues import DEFAULT_FOLDS, find_label_issues
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stop.is_set():
+                raise Cancelled("The label-error search was stopped; nothing was saved.")
+            writer.report(stage, done, total)
+
+        run = runs.find_run(params["run"])
+        if run is None:
+            raise UserError(f"The run {params['run']} was deleted before its labels could be checked.")
+        found = find_label_issues(run.path, dataset, folds=params.get("folds", DEFAULT_FOLDS), progress=report)
+        return COMPLETED, {"suspects": len(found.suspects), "images": found.images}, None
     if kind == SPEED:
         import core.speed  # TensorFlow loads inside measure_speed, here in the worker
 
@@ -474,7 +489,8 @@ class JobRegistry:
         """Queue other heavy work (the learning-rate test, an evaluation, the speed probe) in the same slots as
         training."""
         if kind not in KIND_NAMES or kind == TRAIN:
-            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}, {SPEED!r}. Received: kind={kind!r}")
+            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}, {SPEED!r}, {LABEL_ISSUES!r}. "
+                             f"Received: kind={kind!r}")  # fmt: skip
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         return self._insert(job_id, kind, params, owner, dataset)
 

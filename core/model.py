@@ -219,6 +219,17 @@ def freeze(model: keras.Model, unfreeze: int) -> None:
         layer.trainable = trainable
 
 
+def fold_temperature(model: keras.Model, temperature: float) -> None:
+    """Divide the last layer's logits by ``temperature`` for good: its kernel and bias, since softmax((Wx + b) / T)
+    is softmax((W / T) x + b / T). The saved model then gives calibrated probabilities everywhere (core.calibration).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive. Received: temperature={temperature}")
+    layer = model.get_layer("predictions")
+    layer.kernel.assign(ops.divide(layer.kernel, temperature))
+    layer.bias.assign(ops.divide(layer.bias, temperature))
+
+
 def describe_layers(model: keras.Model) -> list[dict]:
     """One row per layer: name, type, output shape, parameter count, trainable."""
     rows = []

@@ -2,7 +2,7 @@
 
     run = load_run("runs/ants")
     for p in predict(run, ["a.jpg", "b.png"], top_k=3):
-        print(p.name, p.top if p.ok else p.error)
+        print(p.name, p.answer, p.top if p.ok else p.error)    # answer: the class, or "not sure" below threshold
 
 Images go through ``core.images.load_image`` with the run's own size and resize strategy, exactly as in training.
 
@@ -28,13 +28,15 @@ from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 import keras
 import numpy as np
 
+from core import calibration, runs
 from core import model as _model  # noqa: F401  registers VGGPreprocess for loading
-from core import runs
 from core.config import TrainConfig
 from core.errors import UserError
 from core.images import ImageError, Source, load_image
 
 BATCH = 32
+NOT_SURE = "not sure"
+SAVED = "saved"  # predict's default threshold: the one saved with the run (core.calibration)
 MAX_LOADED = 4
 CACHE_MB_ENV = "CLASSIFIER_MODEL_CACHE_MB"
 DEFAULT_CACHE_MB = 2048
@@ -67,10 +69,21 @@ class Prediction:
     name: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
     error: str | None = None
+    threshold: float | None = None  # the run's "not sure" threshold when this was classified (None: none)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def sure(self) -> bool:
+        """False when the top probability is below the run's threshold: the answer is "not sure"."""
+        return self.ok and (self.threshold is None or self.top[0][1] >= self.threshold)
+
+    @property
+    def answer(self) -> str:
+        """The class, or "not sure"; "" for an image that could not be read."""
+        return "" if not self.ok else self.top[0][0] if self.sure else NOT_SURE
 
 
 def weights_bytes(model: keras.Model) -> int:
@@ -138,8 +151,21 @@ def loaded_runs() -> list[Path]:
         return [run.path for run in _cache.values()]
 
 
-def predict(run: Run, sources: list[Source], top_k: int = 3, names: list[str] | None = None) -> list[Prediction]:
-    """Top-k classes for each image; a file that is not a usable image gets an error and the rest still classify."""
+def predict(
+    run: Run,
+    sources: list[Source],
+    top_k: int = 3,
+    names: list[str] | None = None,
+    threshold: float | str | None = SAVED,
+) -> list[Prediction]:
+    """Top-k classes for each image; a file that is not a usable image gets an error and the rest still classify.
+
+    The probabilities are the saved model's, calibrated when the run was (the temperature is in its weights).
+    Each prediction carries ``threshold`` (by default the run's saved one, read afresh: it can change on the
+    Evaluate page): below it, ``answer`` is "not sure" and ``top`` still holds the best guesses.
+    """
+    if threshold == SAVED:
+        threshold = calibration.threshold_of(run.path)
     names = names or [Path(s).name if not isinstance(s, bytes) else f"image {i + 1}" for i, s in enumerate(sources)]
     size, resize = run.config.image_size, run.config.resize
 
@@ -156,7 +182,7 @@ def predict(run: Run, sources: list[Source], top_k: int = 3, names: list[str] | 
     good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
     probs = run.probabilities(np.stack([decoded[i][0] for i in good])) if good else np.zeros((0, 0))
     k = max(1, min(top_k, len(run.classes)))
-    results = [Prediction(name, error=err) for name, (_, err) in zip(names, decoded, strict=True)]
+    results = [Prediction(name, error=err, threshold=threshold) for name, (_, err) in zip(names, decoded, strict=True)]
     for row, i in zip(probs, good, strict=True):
         order = np.argsort(row)[::-1][:k]
         results[i].top = [(run.classes[j], float(row[j])) for j in order]

@@ -32,14 +32,16 @@ from core import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 # isort: split
 import keras
 
-from core import distribute, runs
+from core import calibration, distribute, runs
 from core.augment import training_data
 from core.cache import ArrayCache
 from core.config import HEAD_LAYERS, TrainConfig
 from core.dataset import Dataset, split_dataset
+from core.duplicates import SplitCheck, check_split
 from core.errors import Cancelled
 from core.features import extract, load_images_cached, plan_training
-from core.model import build_model, compile_model, freeze, param_counts, resolve_precision
+from core.label_issues import apply_exclusions
+from core.model import build_model, compile_model, fold_temperature, freeze, param_counts, resolve_precision
 from core.speed import estimate, known_speed, record_run_pace, record_speed
 
 
@@ -210,14 +212,22 @@ def train(
         Cancelled: ``stop`` was set before training started; no run folder is left behind.
     """
     config.validate()
+    # Images excluded from training (config.exclude, and a saved dataset's exclusions decided on Evaluate) are left
+    # out of both training and validation; the config saved with the run names them.
+    dataset, config = apply_exclusions(dataset, config)
     stop = stop or threading.Event()
     split = split_dataset(dataset, config)
+    # Validation images that duplicate training images would score what the model has seen (core.duplicates);
+    # hashing is paid once per saved dataset, reported as reading.
+    hashing = _stage_reporter("reading", listener, stop, 0, len(dataset.items))
+    split, leaks = check_split(dataset, split, config.drop_val_duplicates, hashing)
     placement = distribute.for_training(config.batch_size, len(split[0]), len(split[1]))
     run_dir = runs.claim_dir(out_dir) if out_dir else runs.new_run_dir(dataset.report.source)
     try:
         # Models must be built in the scope of the strategy they train with; on one device it is the default one.
         with placement.strategy.scope():
-            return _train(dataset, config, split, run_dir, listener, stop, cache or ArrayCache(), placement, owner)
+            cache = cache or ArrayCache()
+            return _train(dataset, config, split, run_dir, listener, stop, cache, placement, owner, leaks)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -251,6 +261,7 @@ def _train(
     cache: ArrayCache,
     placement: distribute.Placement,
     owner: str = "",
+    leaks: SplitCheck | None = None,
 ) -> Result:
     started = time.time()
     keras.utils.set_random_seed(config.seed)
@@ -369,6 +380,12 @@ def _train(
     rows = reporter.rows
     # The model as saved, on the whole validation split: after a stop, the last epoch's own validation (if any)
     # was cut short, and its weights may be a partial epoch past it. No callback here, so no stop applies.
+    # Calibration: a temperature fitted on the validation split, folded into the last layer (the tail shares it),
+    # so the saved model gives calibrated probabilities; the threshold for "not sure" is chosen on the same images.
+    val_probs = fit_model.predict(x_val, batch_size=val_batch, verbose=0)
+    trust = calibration.calibrate(val_probs, y_val.argmax(axis=1), enabled=config.calibrate)
+    if trust.temperature != 1.0:
+        fold_temperature(model, trust.temperature)
     val_loss, val_acc = fit_model.evaluate(x_val, y_val, batch_size=val_batch, verbose=0)
     metrics = {
         "val_loss": float(val_loss),
@@ -392,6 +409,17 @@ def _train(
             "replicas": strategy.num_replicas_in_sync,
             "devices": names,
         }
+    metrics["calibration"] = {
+        "temperature": round(trust.temperature, 4),
+        "ece_before": trust.ece_before,
+        "ece_after": trust.ece_after,
+        "threshold": trust.threshold,
+        "coverage": trust.coverage,
+    }
+    if config.exclude:
+        metrics["excluded_images"] = len(config.exclude)
+    if leaks is not None:
+        metrics.update(leaks.metrics())  # val_duplicates_dropped (and which), val_duplicates, test_duplicates
     if weights:
         metrics["class_weights"] = {dataset.classes[c]: round(w, 4) for c, w in sorted(weights.items())}
     if config.augmented:
@@ -405,6 +433,7 @@ def _train(
         if stats["misses"]:
             metrics["feature_images_per_second"] = round(stats["misses"] / max(stats["feature_seconds"], 1e-9), 2)
     record_run_pace(config, metrics, status)  # later estimates learn from this run's measured pace
+    calibration.save(run_dir, trust)  # before _save, whose marker comes last
     _save(run_dir, model, dataset, config, train_idx, val_idx, metrics, status, started, owner)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=rows)
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import UserError
+from core import UserError, calibration
 from core.runs import run_infos
 from ui import charts, session
 
@@ -25,6 +25,13 @@ def gradcam_overlay(path: str, saved: str, data: bytes, class_name: str, layer: 
     return e.overlay, not e.heatmap.any()
 
 
+def _below(p) -> str:
+    """Why an answer is "not sure", or "" when it is not."""
+    if not p.ok or p.sure:
+        return ""
+    return f"Below this model's {p.threshold:.0%} threshold, under which its answers are not trusted"
+
+
 session.page()
 st.title("Classify")
 runs = run_infos()
@@ -43,6 +50,12 @@ except UserError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
 
+if (trust := calibration.load(run_info.path)) and trust.threshold is not None:
+    st.caption(
+        f"This model answers “not sure” below {trust.threshold:.0%} confidence: on its {trust.split} images it "
+        f"answered {trust.coverage or 0:.0%}, {trust.accepted_accuracy or 0:.0%} of those right. "
+        "The threshold can be moved on the Evaluate page."
+    )
 c1, c2 = st.columns([3, 1])
 files = c1.file_uploader(
     "Images to classify", type=IMAGE_TYPES, accept_multiple_files=True, max_upload_size=MAX_IMAGE_MB
@@ -66,8 +79,8 @@ with st.spinner(f"Classifying {session.plural(len(inputs), 'image')}…"):
 if len(results) > 1:
     table = pd.DataFrame(
         [
-            {"file": p.name, "class": p.top[0][0] if p.ok else "", "probability": p.top[0][1] if p.ok else None,
-             "note": p.error or ""}
+            {"file": p.name, "answer": p.answer, "top class": p.top[0][0] if p.ok else "",
+             "probability": p.top[0][1] if p.ok else None, "note": p.error or _below(p)}
             for p in results
         ]
     )  # fmt: skip
@@ -93,7 +106,11 @@ for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
         left.error(f"**{name}**: {p.error}", icon=":material/broken_image:")
         continue
     left.image(data, caption=name, width="stretch")
-    right.markdown(f"**{p.top[0][0]}** · {p.top[0][1]:.1%}")
+    if p.sure:
+        right.markdown(f"**{p.top[0][0]}** · {p.top[0][1]:.1%}")
+    else:
+        right.markdown(f"**Not sure** · best guess {p.top[0][0]} at {p.top[0][1]:.1%}")
+        right.caption(f"{_below(p)}. The best guesses:")
     right.altair_chart(charts.top_k(p.top), width="stretch")
     if not right.toggle("Show where the model looked (Grad-CAM)", key=f"{GRADCAM}_{i}_{name}"):
         continue

@@ -17,6 +17,7 @@ from core.dataset import human_size
 from core.images import load_image
 from core.sample import make_sample_zip
 from ui import charts, session
+from ui.duplicates_views import duplicates_section
 from ui.session import (
     DATASET_DELETE,
     DATASET_KEY,
@@ -223,4 +224,5 @@ for label, cls in enumerate(ds.classes):
         # The thumbnail is the model's own view of the image: the same crop/pad as training.
         col.image(load_image(path, THUMB_SIZE), caption=path.name, width="stretch")
 
+duplicates_section(ds)  # exact and near duplicates, leaks and conflicting labels (hashed once per dataset)
 st.page_link("pages/train.py", label="Next: train a model", icon=":material/arrow_forward:")

@@ -10,6 +10,7 @@ from core import UserError
 from core.evaluate import load_evaluation
 from core.runs import run_infos
 from ui import session, tasks
+from ui.duplicates_views import leak_warning
 from ui.evaluate_views import (
     EVAL_JOB,
     confused_pairs_section,
@@ -19,7 +20,9 @@ from ui.evaluate_views import (
     gallery_section,
     per_class_section,
 )
+from ui.label_issues_views import label_issues_section
 from ui.session import CURRENT_JOB, RUN_PARAM
+from ui.trust_views import trust_section
 
 session.page()
 st.title("Evaluate")
@@ -68,11 +71,14 @@ if len(columns) == 5:
 st.caption(sentence)
 for warning in ev.warnings:
     st.warning(warning, icon=":material/warning:")
+leak_warning(run.path, ev.split)  # held-out images that duplicate training images
 
 confusion_section(ev, run.id)
 per_class_section(ev, run.id)
 confused_pairs_section(ev)
+trust_section(ev, run)
 gallery_section(ev, run)
+label_issues_section(run)
 
 st.page_link("pages/classify.py", label="Classify new images with this run", icon=":material/image_search:",
              query_params={RUN_PARAM: run.id})  # fmt: skip

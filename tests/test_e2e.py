@@ -141,8 +141,7 @@ def journey(page, server, tmp_path: Path) -> None:
     assert_no_traceback(page)
     assert (server["runs"] / job_id / "evaluation.json").is_file()
     expect(page.get_by_test_id("stMetric").filter(has_text="Images")).to_contain_text("3")  # 10% of 3 x 10
-    chart = page.get_by_test_id("stVegaLiteChart")
-    expect(chart).to_have_count(1)
+    chart = page.get_by_test_id("stVegaLiteChart").first  # the confusion matrix, first of the page's charts
     expect(chart.locator("canvas, svg").first).to_be_visible()
     assert chart.locator("canvas, svg").first.bounding_box()["height"] > 100
     headings = page.locator("h3").all_inner_texts()
@@ -152,6 +151,28 @@ def journey(page, server, tmp_path: Path) -> None:
     expect(table).to_contain_text("precision")
     expect(page.get_by_role("button", name="Download per-class scores (CSV)")).to_be_visible()
     expect(page.get_by_text("This run has not been evaluated yet")).to_have_count(0)  # the saved view
+
+    # ---- "Not sure": a threshold moved to 100 % and saved on Evaluate makes Classify answer "not sure".
+    expect(page.get_by_role("heading", name="Can the probabilities be trusted?")).to_be_visible()
+    page.get_by_text("Always answer").click()
+    threshold = page.get_by_test_id("stSlider").filter(has_text="Answer only at this confidence or more")
+    expect(threshold).to_be_visible()
+    settle(page)
+    threshold.locator("input[type=range]").focus()
+    threshold.locator("input[type=range]").press("End")
+    expect(threshold.get_by_test_id("stSliderThumbValue")).to_have_text("1.00")
+    settle(page)
+    page.get_by_role("button", name="Save threshold").click()
+    expect(page.get_by_text("Saved by a user: 100%")).to_be_visible()
+    settle(page)
+    assert json.loads((server["runs"] / job_id / "calibration.json").read_text())["threshold"] == 1.0
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Classify").click()
+    expect(page.get_by_text("Images to classify")).to_be_visible()
+    settle(page)
+    page.locator("input[type=file]").set_input_files(probe)
+    expect(page.get_by_text(re.compile(r"^Not sure · best guess (red|green|blue) at \d+\.\d%$"))).to_be_visible()
+    settle(page)
+    assert_no_traceback(page)
 
     # ---- Stop: a long training says "Stopping…" within a second of the click, and keeps its model.
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()

@@ -28,11 +28,11 @@ def test_classify_lists_the_run_and_ranks_uploaded_images(trained_run):
     assert_clean(at)
     table = at.dataframe[0].value
     assert list(table["file"]) == ["red.jpg", "notes.txt"]
-    assert table["class"][0] in CLASSES
+    assert table["top class"][0] in CLASSES and table["answer"][0] == table["top class"][0]  # no threshold: sure
     assert 1 / 3 <= table["probability"][0] <= 1  # the top class of three has at least a third
     assert table["note"][0] == "" and table["note"][1]
     assert [d.label for d in at.get("download_button")] == ["Download as CSV"]
-    ranked = [m for m in texts(at.markdown) if m.startswith(f"**{table['class'][0]}** · ")]
+    ranked = [m for m in texts(at.markdown) if m.startswith(f"**{table['top class'][0]}** · ")]
     assert ranked and ranked[0].endswith("%")
     assert len(at.error) == 1 and "notes.txt" in at.error[0].value
 
@@ -54,3 +54,25 @@ def test_a_deleted_or_unknown_run_in_the_address_says_so_instead_of_switching(tr
     assert at.selectbox[0].value.id == kept.name
     at = open_app("pages/classify.py", query={"run": "../../etc"})
     assert "There is no saved run" in at.error[0].value
+
+
+def test_below_the_run_s_threshold_the_answer_is_not_sure_with_the_best_guesses(trained_run):
+    from core import calibration
+
+    run = copy_run(trained_run)
+    calibration.set_threshold(run, 0.999, coverage=0.4, accuracy=0.96)
+    at = open_app("pages/classify.py")
+    assert any("answers “not sure” below 100% confidence" in c for c in texts(at.caption))
+    photo = jpeg_bytes(COLORS["red"], seed=7)
+    at.file_uploader[0].set_value([("red.jpg", photo, "image/jpeg"), ("blue.jpg", photo, "image/jpeg")]).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert list(table["answer"]) == ["not sure", "not sure"]
+    assert table["top class"][0] in CLASSES and "Below this model's 100% threshold" in table["note"][0]
+    assert any(m.startswith("**Not sure** · best guess ") for m in texts(at.markdown))
+    assert len(at.get("vega_lite_chart")) == 2  # the top guesses are still drawn, one chart per image
+
+    calibration.set_threshold(run, None)  # "always answer", as saved on the Evaluate page
+    at = open_app("pages/classify.py")
+    at.file_uploader[0].set_value([("red.jpg", photo, "image/jpeg")]).run()
+    assert not any(m.startswith("**Not sure**") for m in texts(at.markdown))

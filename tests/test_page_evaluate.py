@@ -21,6 +21,7 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
 CLASSES = ["blue", "green", "red"]  # the dataset's classes, in the run's output order
 FILE = "evaluation.json"  # what the page reads; core is imported inside the tests, as in test_pages
+TRUST_CHARTS = ('"confidence"', '"images answered"')  # the reliability diagram and the coverage curve
 
 
 @pytest.fixture(autouse=True)
@@ -114,8 +115,8 @@ def evaluate(at) -> None:
 
 
 def chart(at):
-    """(Vega-Lite spec, data) of the page's one Altair chart."""
-    charts = at.get("vega_lite_chart")
+    """(Vega-Lite spec, data) of the page's one Altair chart besides the trust section's."""
+    charts = [c for c in at.get("vega_lite_chart") if not any(t in c.proto.spec for t in TRUST_CHARTS)]
     assert len(charts) == 1, f"{len(charts)} charts"
     proto = charts[0].proto
     return json.loads(proto.spec), convert_arrow_bytes_to_pandas_df(proto.datasets[0].data.data)
@@ -181,14 +182,20 @@ def test_an_unevaluated_run_is_evaluated_on_request_once(trained, monkeypatch):
     saved = load_evaluation(run)
     assert saved is not None
     assert sorted(saved.files) == sorted(read_json(run / "split.json")["val"])  # never a training image
-    assert metrics(at) == {
-        "Accuracy": f"{saved.accuracy:.1%}",
-        "Loss": f"{saved.loss:.4f}",
-        "Top-2 accuracy": f"{saved.top_k_accuracy:.1%}",  # k below the number of classes
-        "Images": "9",
-        "Evaluated on": "validation",
-    }
+    assert (
+        metrics(at).items()
+        >= {
+            "Accuracy": f"{saved.accuracy:.1%}",
+            "Loss": f"{saved.loss:.4f}",
+            "Top-2 accuracy": f"{saved.top_k_accuracy:.1%}",  # k below the number of classes
+            "Images": "9",
+            "Evaluated on": "validation",
+        }.items()
+    )
     assert axes(chart(at)[0]) == (CLASSES, CLASSES)
+    # 9 validation images are too few to fit a temperature: the calibration error is shown, unchanged
+    assert metrics(at)["Calibration error (ECE)"] == f"{saved.calibration['ece_after']:.1%}"
+    assert any("Not calibrated: only 9 validation images" in c for c in texts(at.caption))
 
     # From now on the page reads evaluation.json: reruns and later visits never classify again.
     mtime = (run / FILE).stat().st_mtime_ns
@@ -492,3 +499,67 @@ def test_two_classes_show_no_top_k_accuracy(trained):
     assert_clean(at)
     assert metrics(at)["Accuracy"] == "75.0%"
     assert not [label for label in metrics(at) if label.startswith("Top-")]  # top-2 of 2 classes is always 100 %
+
+
+# ---------------------------------------------------------------------------------------------- trust
+
+
+def trusted_evaluation(run: Path, temperature: float = 2.0):
+    """known_evaluation with its calibration measured, and a calibration.json as training writes it."""
+    from core import calibration
+
+    ev = known_evaluation(run)
+    y = [CLASSES.index(Path(f).parent.name) for f in ev.files]
+    probs = np.full((len(y), 3), 0.05)
+    for i, t in enumerate(y):
+        probs[i, t if i % 4 else (t + 1) % 3] = 0.9  # one in four is wrong at 90 %: overconfident
+    probs /= probs.sum(1, keepdims=True)
+    report = calibration.calibrate(probs, y)
+    calibration.save(run, report)
+    ev.calibration = calibration.on_images(
+        calibration.rescale(probs, report.temperature), y, report.temperature, report.threshold
+    )
+    write_json(run / FILE, ev.to_dict())
+    return ev, report
+
+
+def test_the_trust_section_shows_calibration_and_saves_a_moved_threshold(trained):
+    from core import calibration
+
+    run = copy_run(trained)
+    ev, report = trusted_evaluation(run)
+    assert report.calibrated and report.temperature > 1
+    at = open_app("pages/evaluate.py", query={"run": run.name})
+    shown = metrics(at)
+    assert shown["Calibration error (ECE)"] == f"{ev.calibration['ece_after']:.1%}"
+    assert shown["Temperature"] == f"{report.temperature:.2f}"
+    kinds = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert len(kinds) >= 2  # the reliability diagram and the coverage curve
+    assert any("fitted on 30 validation images" in c for c in texts(at.caption))
+
+    # No threshold reaches 95 % (three in four are right at the same confidence): every answer is given.
+    toggle, slider = f"threshold_answer_all_{run.name}", f"threshold_{run.name}"
+    assert report.threshold is None and at.toggle(key=toggle).value is True
+    at.toggle(key=toggle).set_value(False).run()
+    assert_clean(at)
+    at.slider(key=slider).set_value(0.95).run()
+    assert "Answers none of the validation images: none reaches 95% confidence." in texts(at.markdown)
+    at.slider(key=slider).set_value(0.5).run()
+    assert any(m.startswith("Answers 100% of the validation images") for m in texts(at.markdown))
+    at.slider(key=slider).set_value(0.95).run()
+    button(at, "Save threshold").click().run()
+    assert_clean(at)
+    saved = calibration.load(run)
+    assert saved.threshold == pytest.approx(0.95) and saved.threshold_source == "user"
+    assert saved.temperature == report.temperature  # only the threshold changed
+
+    again = open_app("pages/evaluate.py", query={"run": run.name})  # a reload, or a colleague
+    assert again.toggle(key=toggle).value is False and again.slider(key=slider).value == pytest.approx(0.95)
+    assert any("Saved by a user: 95%" in c for c in texts(again.caption))
+
+
+def test_an_evaluation_made_before_calibration_existed_says_to_evaluate_again(trained):
+    run = copy_run(trained)
+    known_evaluation(run)
+    at = open_app("pages/evaluate.py", query={"run": run.name})
+    assert any("made before calibration was measured" in i.value for i in at.info)

@@ -126,8 +126,12 @@ def test_result_history_has_one_finite_row_per_epoch(split_run):
 
 def test_preparation_events_announce_the_path_and_count_every_image(split_run):
     _, _, recorder, _ = split_run
-    plan = recorder.events[0]
-    assert plan.kind == "plan" and "Fast path" in plan.message  # gap head, convolutions frozen: cached features
+    # First the images are read once for the duplicate check (core.duplicates), then the plan is announced.
+    first = next(i for i, e in enumerate(recorder.events) if e.kind == "plan")
+    hashing = recorder.events[:first]
+    assert all(e.stage == "reading" for e in hashing) and (not hashing or hashing[-1].done == hashing[-1].total)
+    plan = recorder.events[first]
+    assert "Fast path" in plan.message  # gap head, convolutions frozen: cached features
     reading = [e for e in recorder.events if e.stage == "features" and e.kind == "progress"]
     assert reading and all(e.total == 16 for e in reading)
     done = [e.done for e in reading]
@@ -135,7 +139,7 @@ def test_preparation_events_announce_the_path_and_count_every_image(split_run):
     assert all(e.eta is not None and e.eta >= 0 for e in reading)
     assert reading[-1].eta == 0
     first_training = next(i for i, e in enumerate(recorder.events) if e.stage == "training")
-    assert all(e.stage == "features" for e in recorder.events[:first_training])
+    assert all(e.stage == "features" for e in recorder.events[first:first_training])
 
 
 def test_batch_and_epoch_events_carry_sensible_counts(split_run):

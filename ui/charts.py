@@ -238,3 +238,68 @@ def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train
         )
         .properties(height=380)  # the legend below the plot counts in the height
     )
+
+
+def reliability(before: list[dict], after: list[dict] | None = None) -> alt.LayerChart:
+    """Reliability diagram: each confidence bin's accuracy against its mean confidence, with the diagonal a
+    perfectly calibrated model would follow; before and after calibration side by side when both are given."""
+    sets = [("before calibration", before)] + ([("after calibration", after)] if after else [])
+    df = pd.DataFrame(
+        [
+            {"model": name, "confidence": (b["low"] + b["high"]) / 2, "low": b["low"], "high": b["high"],
+             "accuracy": b["accuracy"], "mean confidence": b["confidence"], "images": b["count"]}
+            for name, bins in sets
+            for b in bins
+            if b["count"]
+        ]
+    )  # fmt: skip
+    percent = alt.Axis(format="%")
+    bars = (
+        alt.Chart(df)
+        .mark_bar(opacity=0.75)
+        .encode(
+            x=alt.X("low:Q", title="confidence", scale=alt.Scale(domain=[0, 1]), axis=percent),
+            x2="high:Q",
+            y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=percent),
+            color=alt.Color("model:N", title=None, sort=[s[0] for s in sets], legend=alt.Legend(orient="bottom")),
+            xOffset="model:N",
+            tooltip=[
+                "model",
+                alt.Tooltip("mean confidence:Q", format=".1%"),
+                alt.Tooltip("accuracy:Q", format=".1%"),
+                "images",
+            ],
+        )
+    )
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+        .mark_line(color="gray", strokeDash=[4, 4])
+        .encode(x="x:Q", y="y:Q")
+    )
+    return (bars + diagonal).properties(height=260)
+
+
+def coverage(curve: list[dict], threshold: float | None) -> alt.LayerChart:
+    """Accuracy of the answered images against the share answered, with the threshold in force marked."""
+    df = pd.DataFrame(curve)
+    percent = alt.Axis(format="%")
+    line = (
+        alt.Chart(df)
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("coverage:Q", title="images answered", scale=alt.Scale(domain=[0, 1]), axis=percent),
+            y=alt.Y("accuracy:Q", title="accuracy of the answers", scale=alt.Scale(zero=False), axis=percent),
+            tooltip=[
+                alt.Tooltip("threshold:Q", format=".1%", title="confidence at least"),
+                alt.Tooltip("coverage:Q", format=".1%", title="answered"),
+                alt.Tooltip("accuracy:Q", format=".1%", title="right"),
+            ],
+        )
+    )
+    if threshold is None or df.empty:
+        return line.properties(height=260)
+    at = df[df["threshold"] >= threshold].tail(1)
+    if at.empty:
+        at = pd.DataFrame([{"coverage": 0.0, "accuracy": float(df["accuracy"].iloc[0]), "threshold": threshold}])
+    point = alt.Chart(at).mark_point(size=140, filled=True, color="#d62728").encode(x="coverage:Q", y="accuracy:Q")
+    return (line + point).properties(height=260)

@@ -17,6 +17,7 @@ from core.jobs import (
     EVALUATE,
     FAILED,
     INTERRUPTED,
+    LABEL_ISSUES,
     LR_FIND,
     QUEUED,
     SPEED,
@@ -62,7 +63,7 @@ def _watch_link(snap: JobSnapshot) -> None:
     elif snap.kind == LR_FIND and snap.dataset_id:
         st.page_link("pages/train.py", label="Open its dataset on Train", icon=":material/model_training:",
                      query_params={DATASET_PARAM: snap.dataset_id})  # fmt: skip
-    elif snap.kind == EVALUATE and snap.params.get("run"):
+    elif snap.kind in (EVALUATE, LABEL_ISSUES) and snap.params.get("run"):
         st.page_link("pages/evaluate.py", label="Open the run on Evaluate", icon=":material/fact_check:",
                      query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip
 

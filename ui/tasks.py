@@ -21,6 +21,7 @@ STAGES = {
     "reading": "Reading images",
     "testing": "Test run",
     "classifying": "Classifying the held-out images",
+    "folds": "Out-of-fold predictions, fold by fold",
 }
 
 

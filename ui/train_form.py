@@ -194,6 +194,7 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
     values["class_weight"] = widget(w1, "class_weight")
     if values["class_weight"] == "none" and (advice := imbalance_advice(ds)):
         w2.info(advice, icon=":material/balance:")
+    values["drop_val_duplicates"] = widget(st, "drop_val_duplicates")
     if two_phase:
         f1, f2 = st.columns(2)
         values["fine_tune_epochs"] = widget(f1, "fine_tune_epochs", default=FIRST_FINE_TUNE_EPOCHS, min_value=1)
@@ -286,6 +287,8 @@ def load_config(config: TrainConfig, dataset_id: str) -> None:
     """Fill the form with ``config`` ("train again with these settings"); it is saved on the next draw."""
     for f in TrainConfig.describe():
         value = getattr(config, f.name)
+        if f.metadata["widget"] == "none":
+            continue  # not a control of the form (the excluded images: the dataset's own, decided on Evaluate)
         if f.name == "fine_tune_epochs" and not config.two_phase:
             continue  # the widget's own first value (phase 2 needs at least one epoch) stays
         state_key = key(f"learning_rate_{config.optimizer}") if f.name == "learning_rate" else key(f.name)
