@@ -167,12 +167,13 @@ def at_threshold(probs, labels, threshold: float | None) -> tuple[float, float]:
     return (n / len(y) if len(y) else 0.0), (float(right.mean()) if n else 0.0)
 
 
-def choose_threshold(probs, labels, target: float = TARGET) -> Choice:
+def choose_threshold(probs, labels, target: float = TARGET, min_answered: int = MIN_IMAGES) -> Choice:
     """The lowest confidence threshold at which the answered images reach ``target`` accuracy.
 
     Lowest, so as many images as possible are answered. When the model is that good everywhere the threshold is the
     least confidence seen (everything answered); when no threshold reaches the target it is None, and every answer
-    is given (a user can still pick one on the Evaluate page).
+    is given (a user can still pick one on the Evaluate page). A threshold must leave at least ``min_answered``
+    images answered (all of them when there are fewer): one lucky image right out of one says nothing.
     """
     p, y = _check(probs, labels)
     if not 0 < target <= 1:
@@ -182,7 +183,8 @@ def choose_threshold(probs, labels, target: float = TARGET) -> Choice:
     conf, right = conf[order], right[order]
     last = np.flatnonzero(np.append(conf[1:] != conf[:-1], True)) if len(y) else np.array([], int)
     accuracy = np.cumsum(right)[last] / (last + 1) if len(y) else np.array([])
-    reaching = np.flatnonzero(accuracy >= target - 1e-12)
+    enough = (last + 1) >= min(min_answered, len(y)) if len(y) else np.array([], bool)
+    reaching = np.flatnonzero((accuracy >= target - 1e-12) & enough)
     if not len(reaching):
         cov, acc = at_threshold(p, y, None)
         return Choice(None, cov, acc, target)

@@ -78,6 +78,14 @@ def test_the_threshold_is_the_lowest_that_reaches_its_target():
     assert point["coverage"] == pytest.approx(choice.coverage, abs=0.01)
 
 
+def test_a_threshold_needs_enough_answered_images():
+    # the two most confident images are right, the next eight are right one time in two
+    p = np.array([[0.99, 0.01]] + [[0.6 - 0.01 * i, 0.4 + 0.01 * i] for i in range(9)])
+    y = np.array([0] + [i % 2 for i in range(9)])
+    assert calibration.choose_threshold(p, y, min_answered=1).threshold == pytest.approx(0.6)
+    assert calibration.choose_threshold(p, y).threshold is None  # two right out of two say nothing
+
+
 def test_no_threshold_when_the_target_is_out_of_reach_and_all_when_everything_is_right():
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
     assert calibration.choose_threshold(p, np.array([1, 1, 1])).threshold is None
