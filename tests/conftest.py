@@ -24,6 +24,16 @@ def pytest_configure(config):
         os.environ[name] = str(base / name.lower())
 
 
+# The longest files, first: with ``--dist loadfile`` each file runs whole on one worker, and a long one started last
+# leaves the other worker idle until it ends (the Makefile turns off xdist's own order, most tests first, for this).
+SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_ray_jobs.py", "test_executor.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path_factory, monkeypatch):
     """Each test gets its own runs, cache and work folders and an empty Keras cache: nothing leaks into the checkout."""

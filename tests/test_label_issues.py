@@ -203,7 +203,9 @@ def test_exclusions_apply_to_the_next_training_and_the_search_runs_as_a_job(sear
 # ---------------------------------------------------------------------------------------------- the command line
 
 
-def test_cli_label_issues_prints_the_suspects(searched):
+def test_cli_label_issues_prints_the_suspects(searched, capsys):
+    from core.__main__ import main
+
     base, run = searched["base"], searched["run"]
     proc = run_cli("label-issues", run.name, "--folds", 4, env_dir=base)  # a run's id works as well as its folder
     assert proc.returncode == 0, proc.stderr
@@ -215,9 +217,9 @@ def test_cli_label_issues_prints_the_suspects(searched):
     assert len(shown & searched["flipped"]) >= 0.8 * len(searched["flipped"])
     assert lines[-1].startswith("saved to ") and lines[-1].endswith(label_issues.FILE)
 
-    proc = run_cli("label-issues", run, "--json", env_dir=base)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    capsys.readouterr()
+    assert main(["label-issues", str(run), "--json"]) == 0  # in this process: TensorFlow is loaded once
+    data = json.loads(capsys.readouterr().out)
     assert data["format"] == 1 and data["folds"] == 5 and data["images"] == 120
     assert {s["file"] for s in data["suspects"]} == {s["file"] for s in searched["found"].suspects}
     assert set(data["suspects"][0]) == {"file", "given", "suggested", "confidence", "given_probability"}

@@ -79,6 +79,8 @@ def test_the_gallery_saves_exclude_and_keep_with_the_dataset(tmp_path):
     assert decisions(ds.id)["red/0.jpg"]["decision"] == EXCLUDE and excluded(ds.id) == ["red/0.jpg"]
     assert ":red[Excluded from training]" in markdowns(at)
     assert any("1 image of colours.zip excluded from its next training" in c for c in texts(at.caption))
+    train = open_app("pages/train.py", query={"dataset": ds.id})  # the Train form says so before a run starts
+    assert any(c.startswith("1 image of this dataset is excluded from training") for c in texts(train.caption))
 
     # A reload (a new session): the decision is the dataset's, so it is still there; Keep changes it back.
     again = open_app("pages/evaluate.py", query={"run": run_id})

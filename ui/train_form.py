@@ -23,6 +23,7 @@ import streamlit as st
 from core import forms
 from core.config import HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.dataset import Dataset
+from core.label_issues import excluded
 from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
 from ui import session
 from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
@@ -195,6 +196,12 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
     if values["class_weight"] == "none" and (advice := imbalance_advice(ds)):
         w2.info(advice, icon=":material/balance:")
     values["drop_val_duplicates"] = widget(st, "drop_val_duplicates")
+    if ds.id and (left_out := excluded(ds.id)):
+        st.caption(
+            f"{session.plural(len(left_out), 'image')} of this dataset {'is' if len(left_out) == 1 else 'are'} "
+            "excluded from training (suspected label errors, decided on the Evaluate page): the run leaves "
+            "them out of training and validation and lists them in its config.json."
+        )
     if two_phase:
         f1, f2 = st.columns(2)
         values["fine_tune_epochs"] = widget(f1, "fine_tune_epochs", default=FIRST_FINE_TUNE_EPOCHS, min_value=1)
