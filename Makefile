@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
-TEST_WORKERS ?= 2   # pytest-xdist workers: TensorFlow, browser and subprocess waits overlap on 2 cores
+TEST_WORKERS ?= 2   # pytest-xdist workers: TensorFlow, browser and subprocess waits overlap on 2 cores (3 were slower)
 
 HEAD ?= 127.0.0.1:6379   # the Ray head that `make ray-node` joins
 RAY_PORT ?= 6379
