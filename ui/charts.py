@@ -256,13 +256,13 @@ def reliability(before: list[dict], after: list[dict] | None = None) -> alt.Laye
     percent = alt.Axis(format="%")
     bars = (
         alt.Chart(df)
-        .mark_bar(opacity=0.75)
+        .mark_bar(opacity=0.55, binSpacing=1)
         .encode(
             x=alt.X("low:Q", title="confidence", scale=alt.Scale(domain=[0, 1]), axis=percent),
             x2="high:Q",
             y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=percent),
+            y2=alt.datum(0),
             color=alt.Color("model:N", title=None, sort=[s[0] for s in sets], legend=alt.Legend(orient="bottom")),
-            xOffset="model:N",
             tooltip=[
                 "model",
                 alt.Tooltip("mean confidence:Q", format=".1%"),

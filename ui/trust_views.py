@@ -65,7 +65,7 @@ def _calibration_part(c: dict, report: calibration.Report | None, ev: Evaluation
     st.altair_chart(
         charts.reliability(c["reliability_before"], c["reliability_after"] if calibrated else None), width="stretch"
     )
-    where = f"{ev.images:,} {ev.split} images"
+    where = f"{ev.images:,} {'validation' if ev.split == 'val' else ev.split} images"
     if calibrated:
         fitted = f"{report.images} {report.split} images" if report else "the validation images"
         same = " — the same images, so this is the best case" if ev.source == "val" else ""
