@@ -1,6 +1,10 @@
 """Image decoding and resizing: the one preprocessing function used by training, prediction and export.
 
-    arr = load_image("photo.jpg", size=224, resize="crop")     # (224, 224, 3) uint8, RGB
+    arr = load_image("photo.jpg", size=224, resize="crop")     # (224, 224, 3) uint8, RGB: the model's input
+    pic = thumbnail("photo.jpg", size=96)                        # the same look, Pillow only, for pages
+
+Decoding is Pillow's; the crop/pad/stretch and resize are ``core.geometry``'s TensorFlow ops, the same ones an
+exported model runs in its own graph.
 
 Images stay uint8 until the model's first layer (``core.model.VGGPreprocess``) turns them into VGG16's
 input (RGB->BGR minus the ImageNet mean), so a dataset in memory costs 150 KB per 224 px image, not 600 KB.
@@ -92,11 +96,34 @@ def square(im: Image.Image, size: int, resize: str = "crop") -> Image.Image:
     raise ValueError(f"resize must be one of crop, pad, stretch. Received: resize={resize!r}")
 
 
-def load_image(source: Source, size: int, resize: str = "crop") -> np.ndarray:
-    """Decode one image file (path or bytes) into a ``(size, size, 3)`` uint8 RGB array.
+def decode(source: Source, size: int) -> np.ndarray:
+    """Decode one image file (path or bytes) into ``(H, W, 3)`` uint8 RGB, as the model's preprocessing starts.
 
     EXIF orientation is applied, animated images give their first frame, and large JPEGs decode at a
-    reduced scale (Pillow's draft mode) when the target is much smaller: same picture, a fraction of the work.
+    reduced scale (Pillow's draft mode) when both sides stay at least ``size``: same picture, a fraction of the work.
+
+    Raises:
+        ImageError: the file is not an image we accept, is damaged or truncated, or has too many pixels.
+    """
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels. Received: size={size!r}")
+    with open_image(source) as im:
+        try:
+            im.draft("RGB", (size, size))  # only JPEG acts on it; keeps both sides >= size
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(to_rgb(im), dtype=np.uint8)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageError("too many pixels (possible decompression bomb)") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            reason = "truncated or damaged image" if "truncated" in str(exc) or isinstance(exc, EOFError) else exc
+            raise ImageError(f"{reason}") from None
+
+
+def load_image(source: Source, size: int, resize: str = "crop") -> np.ndarray:
+    """Decode one image file (path or bytes) into the model's ``(size, size, 3)`` uint8 RGB input.
+
+    ``decode``, then ``core.geometry.square_image``: the crop/pad/stretch and resize that every export runs
+    inside its own graph, so the app and an export see the same pixels.
 
     Raises:
         ImageError: the file is not an image we accept, is damaged or truncated, or has too many pixels.
@@ -104,14 +131,21 @@ def load_image(source: Source, size: int, resize: str = "crop") -> np.ndarray:
     # a caller's mistake, not a bad file: checked first so it cannot come out as an ImageError blaming the image
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}. Received: resize={resize!r}")
-    if size < 1:
-        raise ValueError(f"size must be a positive number of pixels. Received: size={size!r}")
+    pixels = decode(source, size)
+    from core.geometry import square_image  # TensorFlow: imported by who feeds a model, never by a page's thumbnails
+
+    return square_image(pixels, size, resize)
+
+
+def thumbnail(source: Source, size: int, resize: str = "crop") -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 picture for display, made with Pillow alone (pages show these without TensorFlow).
+
+    Looks as the model's input does; the model itself is fed by ``load_image``.
+    """
     with open_image(source) as im:
         try:
-            im.draft("RGB", (size, size))  # only JPEG acts on it; keeps both sides >= size
-            im = ImageOps.exif_transpose(im)
-            im = to_rgb(im)
-            return np.asarray(square(im, size, resize), dtype=np.uint8)
+            im.draft("RGB", (size, size))
+            return np.asarray(square(to_rgb(ImageOps.exif_transpose(im)), size, resize), dtype=np.uint8)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise ImageError("too many pixels (possible decompression bomb)") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -151,3 +185,33 @@ def load_images(
             if progress:
                 progress(done, len(sources))
     return out
+
+
+def preprocessing_spec(size: int, resize: str = "crop") -> dict:
+    """The exact steps from a file to the model's input, as data (an export's ``preprocessing.json``) and words."""
+    geometry = {
+        "crop": "centre crop: the largest centred square (side = the shorter side, offsets rounded down)",
+        "pad": "pad: scale so the longer side is {s} px (the shorter rounded to whole pixels), then centre on a "
+        "{s} x {s} square filled with the ImageNet mean colour RGB {c}",
+        "stretch": "stretch: both sides scaled to {s} px, the aspect ratio not kept",
+    }[resize].format(s=size, c=list(_PAD_COLOR))
+    return {
+        "input": "an image file: JPEG, PNG, GIF, BMP, WebP or TIFF",
+        "decode": [
+            "decode to RGB uint8 (Pillow in the app)",
+            f"JPEG: decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when both sides stay >= {size} px",
+            "EXIF orientation applied (the app); animated images: the first frame",
+            "transparency composited over white; 16-bit images scaled to 8 bits (x / 257, rounded)",
+        ],
+        "resize_strategy": resize,
+        "size": size,
+        "geometry": [
+            geometry,
+            f"resize to {size} x {size}: bilinear with antialiasing (tf.image.resize, antialias=True), "
+            "rounded half to even, clipped to 0..255, uint8",
+        ],
+        "model_input": f"uint8 RGB, shape (batch, {size}, {size}, 3)",
+        "normalisation_in_model": "RGB -> BGR, minus the ImageNet mean BGR (103.939, 116.779, 123.68), float32: "
+        "keras.applications.vgg16.preprocess_input, as the model's first layer",
+        "output": "softmax probabilities in the order of labels.txt (calibrated when the run was calibrated)",
+    }

@@ -230,6 +230,23 @@ def fold_temperature(model: keras.Model, temperature: float) -> None:
     layer.bias.assign(ops.divide(layer.bias, temperature))
 
 
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same model computing in float32: a mixed-precision (bfloat16) model is rebuilt, its weights copied.
+
+    Prediction, evaluation and every export use float32, so that the app and an exported file agree to 1e-5;
+    mixed precision speeds up training, whose weights are float32 variables anyway.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def describe_layers(model: keras.Model) -> list[dict]:
     """One row per layer: name, type, output shape, parameter count, trainable."""
     rows = []

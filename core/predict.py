@@ -5,6 +5,7 @@
         print(p.name, p.answer, p.top if p.ok else p.error)    # answer: the class, or "not sure" below threshold
 
 Images go through ``core.images.load_image`` with the run's own size and resize strategy, exactly as in training.
+Models answer in float32 even when trained in mixed precision, as every export does (``core.model.as_float32``).
 
 Loaded runs are kept in this process's one cache, most recently used last: at most ``MAX_LOADED`` of them, and
 at most ``CLASSIFIER_MODEL_CACHE_MB`` megabytes of weights (default 2048; a vgg-fc model alone holds ~540 MB).
@@ -29,7 +30,7 @@ import keras
 import numpy as np
 
 from core import calibration, runs
-from core import model as _model  # noqa: F401  registers VGGPreprocess for loading
+from core import model as _model  # also registers VGGPreprocess for loading
 from core.config import TrainConfig
 from core.errors import UserError
 from core.images import ImageError, Source, load_image
@@ -118,7 +119,7 @@ def load_run(path: str | os.PathLike) -> Run:
         for stale in [k for k in _cache if k[0] == key[0]]:
             del _cache[stale]
         try:
-            model = keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True)
+            model = _model.as_float32(keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True))
         except Exception as exc:
             raise UserError(f"The model in {path.name} cannot be loaded ({exc}).") from None
         _cache[key] = Run(

@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import UserError, access, datasets
 from core.dataset import human_size
-from core.images import load_image
+from core.images import thumbnail
 from core.sample import make_sample_zip
 from ui import charts, session
 from ui.duplicates_views import duplicates_section
@@ -222,7 +222,7 @@ for label, cls in enumerate(ds.classes):
     st.markdown(f"**{cls}** · {plural(sum(it.label == label for it in ds.items), 'image')}")
     for col, path in zip(st.columns(THUMBS_PER_CLASS), paths, strict=False):
         # The thumbnail is the model's own view of the image: the same crop/pad as training.
-        col.image(load_image(path, THUMB_SIZE), caption=path.name, width="stretch")
+        col.image(thumbnail(path, THUMB_SIZE), caption=path.name, width="stretch")
 
 duplicates_section(ds)  # exact and near duplicates, leaks and conflicting labels (hashed once per dataset)
 st.page_link("pages/train.py", label="Next: train a model", icon=":material/arrow_forward:")

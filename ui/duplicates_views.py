@@ -12,9 +12,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import datasets, duplicates
+from core import datasets, duplicates, images
 from core.dataset import Dataset
-from core.images import load_image
 from ui.session import ProgressBar, plural
 
 PAIRS_SHOWN = 8  # pairs drawn with thumbnails; the table below them lists every pair kept
@@ -26,7 +25,7 @@ PART = {"val": "validation", "test": "test"}
 @st.cache_data(show_spinner=False, max_entries=500)
 def thumbnail(path: str):
     """The whole image (padded, not cropped: a crop could hide what makes two images differ)."""
-    return load_image(path, THUMB_SIZE, "pad")
+    return images.thumbnail(path, THUMB_SIZE, "pad")
 
 
 @st.cache_data(show_spinner=False, max_entries=20)

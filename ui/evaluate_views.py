@@ -7,9 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import UserError
+from core import UserError, images
 from core.evaluate import Evaluation, class_errors, images_root, saved_images_root
-from core.images import load_image
 from core.jobs import EVALUATE
 from core.runs import RunInfo
 from ui import charts, session, tasks
@@ -38,7 +37,7 @@ GALLERY_SHOWN = "gallery_shown"
 @st.cache_data(show_spinner=False, max_entries=500)
 def thumbnail(path: str, size: int, resize: str):
     """The image as the model saw it (its crop or pad), at a size a person can read."""
-    return load_image(path, size, resize)
+    return images.thumbnail(path, size, resize)
 
 
 @st.cache_data(show_spinner=False, max_entries=500)

@@ -23,9 +23,9 @@ SPEED_REFRESH_SECONDS = 1.0  # the speed probe's progress is redrawn this often 
 @st.cache_data(show_spinner=False, max_entries=64)
 def augmented_preview(path: str, size: int, resize: str, settings: dict, seed: int) -> list:
     from core.augment import preview  # Keras' preprocessing layers: only once augmentation is asked for
-    from core.images import load_image
+    from core.images import thumbnail
 
-    image = load_image(path, size, resize)
+    image = thumbnail(path, size, resize)
     return [image, *preview(image, TrainConfig(**settings), n=PREVIEW_IMAGES, seed=seed)]
 
 
