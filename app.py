@@ -6,21 +6,33 @@ from core import UserError
 from ui import session
 from ui.jobs_views import sidebar_status
 
-st.set_page_config(page_title="Image classifier maker", page_icon=":material/image_search:", layout="wide")
-session.start()
-page = st.navigation(
-    [
-        st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_zip:", default=True),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-        st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
-        st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
-    ]
+demo = session.DEMO_PARAM in st.query_params  # a Share link: that one model alone (core.share, pages/demo.py)
+st.set_page_config(
+    page_title="Image classifier maker", page_icon=":material/image_search:", layout="centered" if demo else "wide"
 )
-with st.sidebar:
-    session.account()
-    sidebar_status()
+session.start()
+if demo:
+    # No menu and no sidebar (no account, no job status). No sign-in either: ui/session.py has no sign-in gate (signed
+    # out, everyone may look at everything; sign-in only decides who may change what), the demo changes nothing,
+    # and the link's key, checked by the page, is the permission.
+    page = st.navigation(
+        [st.Page("pages/demo.py", title="Model demo", icon=":material/image_search:", url_path="demo")],
+        position="hidden",
+    )
+else:
+    page = st.navigation(
+        [
+            st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_zip:", default=True),
+            st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+            st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+            st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+            st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+            st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
+        ]
+    )
+    with st.sidebar:
+        session.account()
+        sidebar_status()
 try:
     page.run()
 except UserError as exc:  # the workspace database locked or damaged mid-run: a sentence, never a traceback

@@ -16,8 +16,9 @@ def test_router_opens_dataset_first_and_registers_the_five_pages():
         at.switch_page(path).run()
         assert_clean(at)
         assert texts(at.title) == [title], path
-    # The pages folder holds page scripts only: what they share lives in ui/.
-    assert sorted(p.name for p in (ROOT / "pages").glob("*.py")) == sorted(Path(p).name for p in PAGES)
+    # The pages folder holds page scripts only: what they share lives in ui/. The demo is not in the menu: only a
+    # Share link opens it (test_page_demo.py).
+    assert sorted(p.name for p in (ROOT / "pages").glob("*.py")) == sorted([*(Path(p).name for p in PAGES), "demo.py"])
 
 
 NO_TENSORFLOW = """

@@ -94,6 +94,7 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast
         ["Stop", "Set up another training"],
         ["Cancel", "Set up another training"],
         ["Train another model"],
+        ["Share", "Train another model"],
     )
     at.switch_page("pages/classify.py").run()
     at.query_params.pop("job", None)
@@ -104,6 +105,7 @@ def test_training_runs_in_the_background_and_survives_page_reruns(tmp_path, fast
         ["Stop", "Set up another training"],
         ["Cancel", "Set up another training"],
         ["Train another model"],
+        ["Share", "Train another model"],
     )
     # A session that forgot it (as a new tab would) gets the form while the job goes on, and can change widgets.
     del at.session_state["current_job"]

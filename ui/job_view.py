@@ -1,7 +1,7 @@
 """A training job on the page: live progress and charts while it runs, the result once it has finished.
 
 live(job_id)                 # an st.fragment that redraws itself every second until the job finishes
-finished_view(snap)          # metrics and links, or the error; says so when the run was deleted since
+finished_view(snap)          # metrics, links and Share, or the error; says so when the run was deleted since
 stop_control(snap)           # Stop for whoever may: at once for the job this tab started, asked once otherwise
 
 Everything drawn here is read from the workspace database, so any tab (and a colleague's) sees the same job.
@@ -26,8 +26,10 @@ from core.jobs import (
     JobSnapshot,
     registry,
 )
+from core.runs import find_run
 from ui import charts, session
 from ui.session import CURRENT_JOB, DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, flash, guarded, plural, run_exists
+from ui.share_views import share_panel
 
 REFRESH_SECONDS = 1.0
 
@@ -150,6 +152,8 @@ def finished_view(snap: JobSnapshot) -> None:
                      query_params={RUN_PARAM: snap.id})  # fmt: skip
         l2.page_link("pages/evaluate.py", label="Evaluate it: confusion matrix and mistakes",
                      icon=":material/fact_check:", query_params={RUN_PARAM: snap.id})  # fmt: skip
+        if (run := find_run(snap.id)) is not None:
+            share_panel(run)
     elif snap.state == FAILED:
         st.error(snap.error, icon=":material/error:")
         if snap.kind == TRAIN and not snap.restarted_as:

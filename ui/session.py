@@ -44,6 +44,8 @@ JOB_PARAM = "job"
 SETTINGS_FROM = "settings_from"  # Train: fill the form with this run's settings ("train again")
 RUN_PARAM = "run"
 DATASET_PARAM = "dataset"
+DEMO_PARAM = "demo"  # a Share link: ?demo=<run id>&key=<token> opens that one model alone (pages/demo.py)
+KEY_PARAM = "key"
 
 _routed = False  # whether app.py has run in this process (see page())
 
@@ -99,9 +101,7 @@ def page() -> None:
     page alone, narrow, with every script of the folder in the menu. Such a run runs the router instead (the
     address names the same page, which the router then runs), and ends.
     """
-    if not _routed:
-        runpy.run_path(str(APP))
-        st.stop()
+    inside_router()
     if flashed := st.session_state.pop(FLASH, None):
         message, error = flashed
         if error:
@@ -112,6 +112,14 @@ def page() -> None:
     # copied link of any page still names it.
     if (held := _held_dataset_id()) and DATASET_PARAM not in st.query_params:
         st.query_params[DATASET_PARAM] = held
+
+
+def inside_router() -> None:
+    """Run the router instead of this page script when the router has not run yet in this process (see page());
+    the demo page calls only this, since the rest of page() is for the app's own pages."""
+    if not _routed:
+        runpy.run_path(str(APP))
+        st.stop()
 
 
 def guarded(draw: Callable[..., None]) -> Callable[..., None]:

@@ -1,0 +1,90 @@
+"""Demo: one shared model for a stakeholder: its name and purpose, a photo in, one large answer, nothing else.
+
+Opened by a Share link (``?demo=<run id>&key=<token>``, ui/share_views.py): app.py routes such an address here
+alone, with no menu and no sidebar. Nothing on this page changes anything on the server, and it fits a phone
+(one column, no wide tables).
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import model_card, share
+from ui import charts, session
+from ui.session import DEMO_PARAM, KEY_PARAM
+
+MAX_IMAGE_MB = 50  # as on Classify
+TOP_K = 3
+# Widget keys and the answer's container (its CSS class st-key-demo_answer lets the browser test find it)
+UPLOAD = "demo_upload"
+CAMERA_ON = "demo_camera_on"
+CAMERA = "demo_camera"
+GRADCAM = "demo_gradcam"
+ANSWER = "demo_answer"
+
+
+@st.cache_data(show_spinner="Looking where the model looked…", max_entries=64)
+def where_it_looked(path: str, saved: str, data: bytes, class_name: str):
+    """Grad-CAM of ``class_name`` over the image, at the layer Classify starts from; once per run, image and class."""
+    from core.explain import default_layer, explain
+    from core.predict import load_run
+
+    run = load_run(path)
+    return explain(run, data, class_name, layer=default_layer(run)).overlay
+
+
+session.inside_router()
+try:
+    info = share.open_shared(st.query_params.get(DEMO_PARAM, ""), st.query_params.get(KEY_PARAM, ""))
+except share.ShareError as exc:
+    st.error(str(exc), icon=":material/link_off:")
+    st.stop()
+
+# A stakeholder reads what the model tells apart, not a run id: the dataset's name, the id small below it.
+st.title(f"{Path(info.dataset).stem.replace('_', ' ') or 'Image'} classifier")
+if about := model_card.purpose(info.path):
+    st.markdown(about)
+st.caption(
+    f"It tells apart {session.plural(len(info.classes), 'class', 'classes')}: {', '.join(info.classes)}. "
+    f"Model {info.id}."
+)
+
+upload = st.file_uploader("Choose a photo", key=UPLOAD, max_upload_size=MAX_IMAGE_MB)
+photo = st.camera_input("Take a photo", key=CAMERA) if st.toggle("Use the camera", key=CAMERA_ON) else None
+chosen = photo if photo is not None else upload
+if chosen is None:
+    st.info("Choose a photo or take one: the model says what it sees.", icon=":material/photo_camera:")
+else:
+    from core.predict import load_run, predict  # here only: the model must answer, TensorFlow loads now
+
+    data = chosen.getvalue()
+    with st.spinner("Looking at the photo…"):
+        (p,) = predict(load_run(info.path), [data], top_k=TOP_K, names=[chosen.name])
+    if not p.ok:
+        st.error(f"**{chosen.name}** cannot be read ({p.error}): choose a photo, a JPEG or a PNG.",
+                 icon=":material/broken_image:")  # fmt: skip
+    else:
+        best, confidence = p.top[0]
+        with st.container(key=ANSWER):
+            if p.sure:
+                st.markdown(f"## {best}")
+                st.markdown(f"**{confidence:.0%}** confident")
+            else:
+                st.markdown("## Not sure")
+                st.markdown(
+                    f"Best guess **{best}** at {confidence:.0%}: below this model's {p.threshold:.0%} threshold, "
+                    "under which its answers are not trusted."
+                )
+        st.altair_chart(charts.top_k(p.top), width="stretch")
+        left, right = st.columns(2)  # side by side on a laptop, one under the other on a phone
+        left.image(data, caption=chosen.name, width="stretch")
+        if right.toggle(
+            "Where the model looked", key=GRADCAM, help="A heat map of the parts that speak for its answer."
+        ):
+            right.image(
+                where_it_looked(str(info.path), info.finished, data, best), width="stretch",
+                caption=f"Where the model looked for {best} (as it saw the photo)",
+            )  # fmt: skip
+
+with st.expander("About this model"):
+    st.markdown(model_card.markdown(info.path))
