@@ -8,12 +8,14 @@
     python -m core predict runs/ants photo.jpg --explain heatmaps/ [--explain-class ants]
     python -m core evaluate runs/ants [DATA.zip] --top-k 3 [--json]
     python -m core label-issues runs/ants [--folds 5] [--json]   # suspected label errors (cleanlab)
+    python -m core export runs/ants --format all --out exports/ [--int8]   # SavedModel, LiteRT, ONNX + parity
     python -m core train 3f2a9c0d41b7e655 --epochs 2  # a saved dataset's id works wherever DATA.zip does
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core cache [--clear]
     python -m core speed --image-size 96 [--precision auto]
 
-Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted.
+Exit status 0 on success, 2 on a user error (one line on stderr), 130 when interrupted; export exits 1 when an
+export misses its parity target (the bundle is written and says so).
 Ctrl-C during training stops after the current batch and saves the model trained so far; a second Ctrl-C aborts.
 """
 
@@ -132,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder saved by train")
     p.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold predictions (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    p = sub.add_parser(
+        "export", help="export a run (SavedModel, LiteRT, ONNX) with its preprocessing, checked against the app"
+    )
+    p.add_argument("run", help="a run folder saved by train, or a run id from the runs folder")
+    p.add_argument(
+        "--format", default="all", choices=["savedmodel", "litert", "onnx", "all"], help="what to export (default: all)"
+    )
+    p.add_argument("--int8", action="store_true", help="also a LiteRT file with dynamic-range int8 weights")
+    p.add_argument("--out", required=True, help="folder for the bundle (written to OUT/<run-id>/)")
+    p.add_argument("--images", type=int, default=None, help="most validation images in the parity check (default: 200)")
+    p.add_argument("--json", action="store_true", help="print the parity report as JSON")
 
     p = sub.add_parser("datasets", help="list the datasets saved on this server, most recently used first")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -462,6 +476,45 @@ def cmd_label_issues(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from core.runs import check_run, find_run
+
+    if not Path(args.run).exists() and (run := find_run(args.run)) is not None:
+        args.run = str(run.path)
+    check_run(args.run)  # a mistyped run is reported at once, before TensorFlow loads
+    from core.bundles import FORMATS, parity_markdown
+    from core.export import MAX_IMAGES, export_run
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    start = time.perf_counter()
+    seen: set[str] = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage in seen:
+            return
+        seen.add(stage)  # one line per stage: the format's place among them and the time so far
+        step = f" ({done + 1} of {total})" if stage.startswith("exporting") else ""
+        print(f"{time.perf_counter() - start:6.0f} s  {stage}{step}…", file=sys.stderr, flush=True)
+
+    limit = args.images if args.images is not None else MAX_IMAGES
+    if limit < 1:
+        raise UserError("--images must be at least 1.")
+    bundle = export_run(args.run, args.out, formats, int8=args.int8, limit=limit, progress=progress)
+    report = json.loads((bundle.path / "parity.json").read_text())
+    if args.json:
+        print(json.dumps({"bundle": str(bundle.path), "files": bundle.files, **report}, indent=2, ensure_ascii=False))
+    else:
+        print(parity_markdown(report))
+        for name, size in bundle.files.items():
+            if "/" not in name or name.startswith("savedmodel/variables"):
+                print(f"{size / 1e6:10.1f} MB  {name}")
+        print(f"bundle: {bundle.path}")
+    if not bundle.passed:
+        print("error: an export missed its parity target (see PARITY.md): do not ship it", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_datasets(args) -> int:
     found = datasets.list_datasets()
     if args.json:
@@ -562,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": cmd_jobs,
         "lr-find": cmd_lr_find,
         "label-issues": cmd_label_issues,
+        "export": cmd_export,
         "speed": cmd_speed,
     }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:

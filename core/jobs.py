@@ -66,12 +66,13 @@ RECENT_SECONDS = 24 * 3600  # finished jobs shown in the jobs view
 
 TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"  # kinds of job
 LABEL_ISSUES = "label_issues"
+EXPORT = "export"
 QUEUED, STARTING, READING, FEATURES, TRAINING = "queued", "starting", "reading", "features", "training"
 WORKING = "working"  # a task's state while it runs (its stage names what it does)
 COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "failed", "cancelled", "interrupted"
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
 KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test",
-              LABEL_ISSUES: "label-error search"}  # fmt: skip
+              LABEL_ISSUES: "label-error search", EXPORT: "export"}  # fmt: skip
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 # The order of the line: oldest first, but a speed test (for a time estimate) after the work people asked for.
 _LINE = f"(kind = '{SPEED}')"
@@ -385,6 +386,22 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
             raise UserError(f"The run {params['run']} was deleted before its labels could be checked.")
         found = find_label_issues(run.path, dataset, folds=params.get("folds", DEFAULT_FOLDS), progress=report)
         return COMPLETED, {"suspects": len(found.suspects), "images": found.images}, None
+    if kind == EXPORT:
+        from core.bundles import exports_dir
+        from core.export import export_run
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stop.is_set():
+                raise Cancelled("The export was stopped; nothing was saved.")
+            writer.report(stage, done, total)
+            writer.flush()  # a format takes tens of seconds: show each one as it starts
+
+        run = runs.find_run(params["run"])
+        if run is None:
+            raise UserError(f"The run {params['run']} was deleted before it could be exported.")
+        bundle = export_run(run.path, exports_dir(run.path), params.get("formats") or None,
+                            int8=bool(params.get("int8")), progress=report)  # fmt: skip
+        return COMPLETED, {"passed": bundle.passed, "bundle": str(bundle.path)}, None
     if kind == SPEED:
         import core.speed  # TensorFlow loads inside measure_speed, here in the worker
 
@@ -489,7 +506,7 @@ class JobRegistry:
         """Queue other heavy work (the learning-rate test, an evaluation, the speed probe) in the same slots as
         training."""
         if kind not in KIND_NAMES or kind == TRAIN:
-            raise ValueError(f"kind must be one of {LR_FIND!r}, {EVALUATE!r}, {SPEED!r}, {LABEL_ISSUES!r}. "
+            raise ValueError(f"kind must be one of {', '.join(repr(k) for k in KIND_NAMES if k != TRAIN)}. "
                              f"Received: kind={kind!r}")  # fmt: skip
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         return self._insert(job_id, kind, params, owner, dataset)

@@ -1,4 +1,5 @@
-"""Runs: every saved model on this server, its history, download and delete; 2-5 runs compared side by side."""
+"""Runs: every saved model on this server, its history; download, delete, share or export it, its model card;
+2-5 runs compared side by side."""
 
 from functools import partial
 
@@ -7,8 +8,11 @@ import streamlit as st
 from core import datasets
 from core.runs import export_zip, run_infos
 from ui import charts, session
+from ui.card_views import card_section
+from ui.export_views import export_section
 from ui.runs_views import cache_panel, compare_section, delete_button, runs_table
 from ui.session import DATASET_PARAM, RUN_PARAM, SETTINGS_FROM
+from ui.share_views import share_panel
 
 session.page()
 st.title("Runs")
@@ -44,6 +48,9 @@ c2.download_button(  # zipped on click only: compressing the model takes seconds
     icon=":material/download:",
 )  # fmt: skip
 delete_button(c3, run)
+share_panel(run)
+card_section(run)
+export_section(run)
 
 compare_section(runs)
 cache_panel()

@@ -18,7 +18,8 @@ def test_runs_page_lists_and_deletes_a_run(trained_run):
     assert table["classes"][0] == 3
     assert at.selectbox[0].value.id == run.name
     assert '"image_size": 32' in at.json[0].value  # the settings
-    assert [d.label for d in at.get("download_button")] == ["Download run (.zip)"]
+    downloads = [d.label for d in at.get("download_button")]
+    assert downloads == ["Download run (.zip)", "Download card (Markdown)", "Download printable card (HTML)"]
     links = {link.proto.label: link.proto.query_string for link in at.get("page_link")}
     assert links == {"Evaluate this run": f"run={run.name}", "Classify with this run": f"run={run.name}"}
 

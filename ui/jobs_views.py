@@ -15,6 +15,7 @@ from core.jobs import (
     CANCELLED,
     COMPLETED,
     EVALUATE,
+    EXPORT,
     FAILED,
     INTERRUPTED,
     LABEL_ISSUES,
@@ -63,6 +64,9 @@ def _watch_link(snap: JobSnapshot) -> None:
     elif snap.kind == LR_FIND and snap.dataset_id:
         st.page_link("pages/train.py", label="Open its dataset on Train", icon=":material/model_training:",
                      query_params={DATASET_PARAM: snap.dataset_id})  # fmt: skip
+    elif snap.kind == EXPORT and snap.params.get("run"):
+        st.page_link("pages/runs.py", label="Open the run on Runs", icon=":material/history:",
+                     query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip
     elif snap.kind in (EVALUATE, LABEL_ISSUES) and snap.params.get("run"):
         st.page_link("pages/evaluate.py", label="Open the run on Evaluate", icon=":material/fact_check:",
                      query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip
