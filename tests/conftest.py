@@ -26,7 +26,8 @@ def pytest_configure(config):
 
 # The longest files, first: with ``--dist loadfile`` each file runs whole on one worker, and a long one started last
 # leaves the other worker idle until it ends (the Makefile turns off xdist's own order, most tests first, for this).
-SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_ray_jobs.py", "test_executor.py", "test_cli.py")
+SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_export.py", "test_ray_jobs.py", "test_e2e_demo.py",
+              "test_executor.py", "test_cli.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(session, config, items):
