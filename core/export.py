@@ -126,8 +126,9 @@ def write_savedmodel(run: Run, path: Path) -> None:
         )
         return from_square(squares)
 
+    # No archive.track(model): the endpoints track the variables they use, and track() would store every weight a
+    # second time (keras-team/keras#23553: twice the size on disk and in TensorFlow Serving's memory).
     archive = keras.export.ExportArchive()
-    archive.track(model)
     archive.add_endpoint("serving_default", from_bytes, [tf.TensorSpec([None], tf.string, name="images")])
     archive.add_endpoint("pixels", from_pixels, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
     archive.add_endpoint("square", from_square, [tf.TensorSpec([None, size, size, 3], tf.uint8, name="square")])
@@ -170,7 +171,7 @@ class LiteRTRuntime:
     def __init__(self, path: Path):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)  # default: one
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = 0
@@ -223,6 +224,11 @@ def made_images(seed: int = 0) -> list[tuple[str, bytes]]:
         buf = io.BytesIO()
         im.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         out.append((f"made {w}x{h} {mode} {fmt.lower()}", buf.getvalue()))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored sideways: shown (and classified) turned 90° clockwise
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    out.append(("made 224x224 jpeg, EXIF orientation 6", buf.getvalue()))
     return out
 
 
@@ -260,22 +266,11 @@ def samples(run: Run, files: list[tuple[str, bytes]]) -> tuple[list[Sample], lis
 # ---------------------------------------------------------------------------------------------- comparing
 
 
-def _exif_orientation(data: bytes) -> int:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(im.getexif().get(0x0112, 1))
-    except Exception:  # only used to explain a difference; an unreadable tag explains nothing
-        return 1
-
-
 def _why_bytes(sample: Sample, size: int) -> str:
     try:
         tf_pixels = geometry.decode(tf.constant(sample.data), size).numpy()
     except tf.errors.OpError as exc:
         return f"TensorFlow cannot decode this file ({exc.message.splitlines()[0][:80]})"
-    orientation = _exif_orientation(sample.data)
-    if orientation != 1:
-        return f"EXIF orientation {orientation}: the app turns the photo upright, TensorFlow's decoder does not"
     if tf_pixels.shape != sample.pixels.shape:
         (th, tw), (ph, pw) = tf_pixels.shape[:2], sample.pixels.shape[:2]
         return f"decoded to {tw}x{th} by TensorFlow, {pw}x{ph} by Pillow"
@@ -422,8 +417,9 @@ def _write_bundle(run: Run, work: Path, checks: list[Check], images_from: str, s
     threshold = calibration.threshold_of(run.path)
     spec = images.preprocessing_spec(run.config.image_size, run.config.resize)
     spec["where"] = {
-        "savedmodel": "serving_default: every step, from the encoded bytes (TensorFlow's decoder: EXIF orientation "
-        "is not applied, WebP and TIFF are not read); pixels: from the geometry on; square: the model alone",
+        "savedmodel": "serving_default: every step, from the encoded bytes (TensorFlow's decoder, made to give "
+        "Pillow's pixels; JPEG EXIF orientation applied; WebP and TIFF are not read); pixels: from the geometry on; "
+        "square: the model alone",
         "litert": "the model alone: give it the square uint8 image (geometry done by the caller)",
         "onnx": "the model alone: give it the square uint8 image (geometry done by the caller)",
         "keras": "model.keras: the model alone, as trained (load with keras.saving.load_model, safe_mode on)",

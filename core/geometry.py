@@ -101,16 +101,82 @@ def _decode_png(data: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(rgb), 0.0, 255.0), tf.uint8)
 
 
-def decode(data: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded JPEG, PNG, GIF (first frame) or BMP bytes -> (H, W, 3) uint8 RGB, inside a graph.
+def _read(data: tf.Tensor, pos: tf.Tensor, n: int, little: tf.Tensor | bool = False) -> tf.Tensor:
+    """The unsigned integer of ``n`` bytes at ``pos`` (0 past the end: a damaged header reads as nothing)."""
+    end = tf.cast(tf.strings.length(data), tf.int64)
+    raw = tf.strings.substr(data, tf.clip_by_value(pos, 0, end), n)
+    b = tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.int64)
+    b = tf.pad(b, [[0, n - tf.size(b, tf.int32)]])
+    big = tf.reduce_sum(b * (256 ** tf.range(n - 1, -1, -1, dtype=tf.int64)))
+    return tf.where(little, tf.reduce_sum(b * (256 ** tf.range(n, dtype=tf.int64))), big)
 
-    Differs from the app's Pillow decoder in what TensorFlow cannot do: EXIF orientation is not applied, and
-    WebP and TIFF are not read.
+
+def exif_orientation(data: tf.Tensor) -> tf.Tensor:
+    """A JPEG's EXIF orientation (1-8; 1 when it has none), read from its APP1 segment inside a graph."""
+    end = tf.cast(tf.strings.length(data), tf.int64)
+
+    def more(pos, found, i):
+        return (found == -1) & (i < 64) & (pos + 4 <= end)
+
+    def segment(pos, found, i):  # walk the segments after SOI until the Exif one, the image data, or garbage
+        marker, length = _read(data, pos, 2), _read(data, pos + 2, 2)
+        exif = (marker == 0xFFE1) & tf.equal(tf.strings.substr(data, tf.minimum(pos + 4, end), 6), b"Exif\0\0")
+        stop = (marker == 0xFFDA) | (marker == 0xFFD9) | (marker // 256 != 0xFF) | (length < 2)
+        found = tf.where(exif, pos, tf.where(stop, tf.constant(-2, tf.int64), found))
+        return pos + 2 + length, found, i + 1
+
+    _, found, _ = tf.while_loop(more, segment, [tf.constant(2, tf.int64), tf.constant(-1, tf.int64), 0])
+
+    def from_tiff():
+        base = found + 10  # after the marker, the length and "Exif\0\0": a TIFF header, then IFD0's entries
+        little = tf.equal(tf.strings.substr(data, tf.minimum(base, end), 2), b"II")
+        ifd = base + _read(data, base + 4, 4, little)
+        count = tf.minimum(_read(data, ifd, 2, little), 512)
+        raw = tf.strings.substr(data, tf.clip_by_value(ifd + 2, 0, end), 12 * count)
+        entries = tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.int64)
+        entries = tf.reshape(entries[: tf.size(entries) // 12 * 12], [-1, 12])  # tag, type, count, value
+
+        def u16(col):
+            hi, lo = entries[:, col], entries[:, col + 1]
+            return tf.where(little, lo * 256 + hi, hi * 256 + lo)
+
+        values = tf.boolean_mask(u16(8), tf.equal(u16(0), 0x0112))
+        value = tf.cond(tf.size(values) > 0, lambda: values[0], lambda: tf.constant(1, tf.int64))
+        return tf.where((value >= 1) & (value <= 8), value, 1)
+
+    return tf.cond(found >= 0, from_tiff, lambda: tf.constant(1, tf.int64))
+
+
+def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    # Pillow's ImageOps.exif_transpose, orientation by orientation (tf.image.rot90 turns counter-clockwise).
+    def transpose():
+        return tf.transpose(image, [1, 0, 2])
+
+    return tf.switch_case(
+        tf.cast(orientation - 1, tf.int32),
+        [
+            lambda: image,
+            lambda: image[:, ::-1],
+            lambda: tf.image.rot90(image, 2),
+            lambda: image[::-1],
+            transpose,
+            lambda: tf.image.rot90(image, 3),
+            lambda: tf.image.rot90(transpose(), 2),
+            lambda: tf.image.rot90(image, 1),
+        ],
+    )
+
+
+def decode(data: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded JPEG, PNG, GIF (first frame) or BMP bytes -> (H, W, 3) uint8 RGB, inside a graph, as the app decodes.
+
+    JPEGs are turned upright by their EXIF orientation, as Pillow's ``exif_transpose`` does in the app. What
+    TensorFlow cannot read: WebP and TIFF.
     """
     is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
     return tf.case(
         [
-            (tf.io.is_jpeg(data), lambda: _decode_jpeg(data, size)),
+            (tf.io.is_jpeg(data), lambda: _upright(_decode_jpeg(data, size), exif_orientation(data))),
             (is_png, lambda: _decode_png(data)),
         ],
         default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False),

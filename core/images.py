@@ -200,7 +200,8 @@ def preprocessing_spec(size: int, resize: str = "crop") -> dict:
         "decode": [
             "decode to RGB uint8 (Pillow in the app)",
             f"JPEG: decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when both sides stay >= {size} px",
-            "EXIF orientation applied (the app); animated images: the first frame",
+            "EXIF orientation applied (Pillow's exif_transpose; the SavedModel reads a JPEG's orientation itself); "
+            "animated images: the first frame",
             "transparency composited over white; 16-bit images scaled to 8 bits (x / 257, rounded)",
         ],
         "resize_strategy": resize,

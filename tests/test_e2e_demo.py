@@ -61,7 +61,7 @@ def test_share_a_run_and_use_its_demo_on_a_phone(server, trained_run, tmp_path):
 
             # ---- A stakeholder opens it on a phone, in a browser of their own: that model, nothing else.
             phone.goto(link)
-            expect(phone.get_by_role("heading", name=run_id)).to_be_visible()
+            expect(phone.get_by_role("heading", name="colours classifier")).to_be_visible()
             settle(phone)
             expect(phone.get_by_text("It tells apart 3 classes")).to_be_visible()
             phone.locator("input[type=file]").set_input_files(photo)

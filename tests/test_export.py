@@ -40,7 +40,7 @@ def test_every_format_agrees_with_the_app_on_the_runs_validation_images(bundle, 
     }  # fmt: skip
     split = json.loads((trained_run / "split.json").read_text())
     assert "validation images" in report["images"] and all(
-        c["images"] == len(split["val"]) + 8 for c in checks.values()
+        c["images"] == len(split["val"]) + 9 for c in checks.values()
     )
     for key, c in checks.items():
         if key[0] == "litert-int8":
@@ -70,6 +70,8 @@ def test_the_bundle_holds_the_models_labels_steps_card_and_examples(bundle, trai
     assert marker["sha256"]["model.onnx"] == sha256(bundle.path / "model.onnx")
     assert marker["versions"]["onnxruntime"]
     assert bundle.files["model_int8.tflite"] < bundle.files["model.tflite"] / 3  # int8 weights: a quarter the size
+    savedmodel = sum(size for name, size in bundle.files.items() if name.startswith("savedmodel/"))
+    assert savedmodel < 1.1 * bundle.files["model.keras"]  # each weight stored once
 
     import onnx
 
@@ -86,6 +88,7 @@ def test_savedmodel_bytes_signature_names_the_class_for_jpeg_and_png(bundle, tra
     serve = tf.saved_model.load(str(bundle.path / "savedmodel")).signatures["serving_default"]
     files = [photo(w, h, fmt, seed=i) for i, (w, h) in enumerate(SHAPES) for fmt in ("JPEG", "PNG")]
     files += [photo(50, 70, "PNG", "RGBA"), photo(50, 30, "PNG", "L"), photo(40, 40, "GIF", "RGB")]
+    files += [exif_jpeg(o, "MM", 90, 40) for o in (3, 6, 8)]  # phone photos stored sideways
     out = serve(images=tf.constant(files))
     app = predict(run, files, top_k=len(run.classes), threshold=None)
     labels = [x.decode() for x in out["label"].numpy()]
@@ -101,11 +104,12 @@ def test_savedmodel_bytes_signature_names_the_class_for_jpeg_and_png(bundle, tra
 
 @pytest.mark.parametrize("resize", ["crop", "pad", "stretch"])
 def test_savedmodel_pixels_signature_matches_the_app_for_each_resize_strategy(trained_run, tmp_path, resize):
-    """The crop/pad/stretch runs inside the SavedModel: the app and the export agree on the same decoded pixels."""
+    """The crop/pad/stretch runs inside the SavedModel; LiteRT takes the square the app made with it. Both agree
+    with the app for each strategy (crop is also the module's bundle), on the same decoded pixels."""
     import tensorflow as tf
 
     from core import images
-    from core.export import PIXELS_TARGET, write_savedmodel
+    from core.export import PIXELS_TARGET, export_run
     from core.predict import load_run
 
     run_dir = tmp_path / trained_run.name
@@ -113,8 +117,10 @@ def test_savedmodel_pixels_signature_matches_the_app_for_each_resize_strategy(tr
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "resize": resize}))
     run = load_run(run_dir)
-    write_savedmodel(run, tmp_path / "sm")
-    pixels_fn = tf.saved_model.load(str(tmp_path / "sm")).signatures["pixels"]
+    exported = export_run(run_dir, tmp_path / "out", formats=("savedmodel", "litert"))
+    assert exported.passed and len(exported.checks) == 3, [c.to_dict() for c in exported.checks]
+    assert json.loads((exported.path / "preprocessing.json").read_text())["resize_strategy"] == resize
+    pixels_fn = tf.saved_model.load(str(exported.path / "savedmodel")).signatures["pixels"]
     for i, (w, h) in enumerate(SHAPES):
         data = photo(w, h, "PNG", seed=i)
         decoded = images.decode(data, 32)
@@ -137,20 +143,34 @@ def test_graph_decoder_reads_jpeg_and_png_as_pillow_does():
     assert np.array_equal(geometry.decode(tf.constant(rgba), 32).numpy(), images.decode(rgba, 32))
 
 
-def test_exif_orientation_is_the_one_decoding_difference_and_the_report_says_so(trained_run, tmp_path):
-    """TensorFlow's decoder ignores EXIF orientation: such a file is named in the bytes check with the reason."""
-    from core import export
-    from core.predict import load_run
+def exif_jpeg(orientation: int, order: str, w: int = 97, h: int = 41) -> bytes:
+    """A JPEG whose EXIF says how to turn it upright, in little- ("II") or big-endian ("MM") TIFF order."""
+    import struct
 
-    im = Image.fromarray(np.repeat(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], 48, 0).repeat(3, 2))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to show upright
+    e = "<" if order == "II" else ">"
+    tiff = order.encode() + struct.pack(f"{e}HI", 42, 8) + struct.pack(f"{e}H", 2)
+    tiff += struct.pack(f"{e}HHI4s", 0x010F, 2, 4, b"ABC\0") + struct.pack(f"{e}HHIHH", 0x0112, 3, 1, orientation, 0)
     buf = io.BytesIO()
-    im.save(buf, "JPEG", exif=exif.tobytes())
-    run = load_run(trained_run)
-    checked, skipped = export.samples(run, [("rotated.jpg", buf.getvalue())])
-    assert not skipped and checked[0].pixels.shape[:2] == (96, 48)  # the app turned it upright
-    assert "EXIF orientation 6" in export._why_bytes(checked[0], 32)
+    Image.open(io.BytesIO(photo(w, h, "PNG", seed=orientation))).save(buf, "JPEG", exif=b"Exif\0\0" + tiff + bytes(4))
+    return buf.getvalue()
+
+
+def test_graph_decoder_turns_jpegs_upright_by_their_exif_orientation_as_pillow_does():
+    """TensorFlow's decoder ignores EXIF orientation: the SavedModel reads it from the header and turns the image."""
+    import tensorflow as tf
+
+    from core import geometry, images
+
+    decode = tf.function(lambda data: geometry.decode(data, 32))
+    for order in ("II", "MM"):
+        for orientation in range(1, 9):
+            for w, h in [(97, 41), (300, 700)]:  # the second decodes at 1/8 scale, then turns
+                data = exif_jpeg(orientation, order, w, h)
+                with Image.open(io.BytesIO(data)) as im:
+                    assert im.getexif()[0x0112] == orientation
+                assert np.array_equal(decode(tf.constant(data)).numpy(), images.decode(data, 32)), (order, orientation)
+    damaged = exif_jpeg(6, "II")[:40]  # the header cut inside the Exif segment reads as "no orientation"
+    assert int(geometry.exif_orientation(tf.constant(damaged))) == 1
 
 
 def test_a_missed_target_is_flagged_with_each_image_and_why():
@@ -194,7 +214,7 @@ def test_cli_export_prints_the_parity_report_and_writes_the_bundle(trained_run, 
 
     assert main(["export", str(trained_run), "--format", "litert", "--out", str(tmp_path), "--images", "2"]) == 0
     out, err = capsys.readouterr()
-    assert "| litert | square uint8 | 10 | 100.0% |" in out  # 2 validation images (of 3) and the 8 made ones
+    assert "| litert | square uint8 | 11 | 100.0% |" in out  # 2 validation images (of 3) and the 9 made ones
     assert "the first 2 of 3" in out
     assert "model.tflite" in out and f"bundle: {tmp_path / trained_run.name}" in out
     assert "exporting litert (1 of 1)" in err and "Traceback" not in err
