@@ -26,20 +26,14 @@ def pytest_configure(config):
 
 # The longest files, first: with ``--dist loadfile`` each file runs whole on one worker, and a long one started last
 # leaves the other worker idle until it ends (the Makefile turns off xdist's own order, most tests first, for this).
-# Browser tests run a server, its job workers and Chromium: several processes that wait on each other. They share
-# one pytest worker (in this order), so the other worker's in-process tests keep both cores busy meanwhile; two
-# browser tests side by side left the cores idle a fifth of the time and took 2.6 times as long each.
-BROWSER_FILES = ("test_e2e_workspace.py", "test_e2e.py", "test_e2e_demo.py")
-SLOW_FIRST = (*BROWSER_FILES, "test_export.py", "test_ray_jobs.py", "test_executor.py", "test_label_issues.py",
-              "test_cli.py", "test_training.py")  # fmt: skip
+# The longest files start first, so that neither worker is left with one of them at the end.
+SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_export.py", "test_ray_jobs.py", "test_e2e_demo.py",
+              "test_executor.py", "test_cli.py")  # fmt: skip
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (make test: --dist loadgroup)
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-    for item in items:  # one group per file (its module fixtures built once), the browser files together
-        item.add_marker(pytest.mark.xdist_group("browser" if item.path.name in BROWSER_FILES else item.path.name))
 
 
 @pytest.fixture(autouse=True)
