@@ -1,0 +1,106 @@
+"""The Dataset page's parts: saving an uploaded zip, and renaming or deleting a saved dataset.
+
+ingest(path, key)      # save the zip on the server and open it (a user error keeps the dataset open before)
+manage(saved)          # Rename and Delete for whoever may change the dataset
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from core import UserError, access, datasets
+from core.dataset import human_size
+from ui import session
+from ui.session import (
+    DATASET_DELETE,
+    DATASET_KEY,
+    DATASET_NEW_NAME,
+    DATASET_OPENED,
+    DATASET_RENAME,
+    ProgressBar,
+    plural,
+)
+
+
+def when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+def who(user: str) -> str:
+    return user or "a guest"
+
+
+def label(saved: datasets.SavedDataset) -> str:
+    return f"{saved.name} · {plural(saved.classes, 'class', 'classes')} · {plural(saved.images, 'image')} · {saved.id}"
+
+
+def ingest(path: Path, key: str) -> None:
+    """Save the zip on the server and show it; on a user error keep the dataset chosen before, and say so."""
+    previous = st.session_state.get(DATASET_OPENED)
+    bar = ProgressBar("Reading the dataset")
+    try:
+        saved = datasets.save_zip(path, owner=session.user(), progress=bar)
+        session.set_dataset(datasets.open_dataset(saved.id))
+        if saved.removed:
+            st.info(
+                "To keep the saved datasets within this server's disk space, the least recently used were removed: "
+                f"{', '.join(saved.removed)}.",
+                icon=":material/auto_delete:",
+            )
+    except UserError as exc:
+        kept = f" The dataset loaded before, **{previous.title}**, is still in use." if previous else ""
+        st.error(f"{exc}{kept}", icon=":material/error:")
+    finally:
+        st.session_state[DATASET_KEY] = key  # the same file is not read again on every rerun
+        path.unlink(missing_ok=True)  # the saved dataset holds what it needs
+        bar.empty()
+
+
+def rename(saved: datasets.SavedDataset) -> None:
+    try:
+        renamed = datasets.rename(saved.id, st.session_state[f"{DATASET_NEW_NAME}_{saved.id}"], session.user())
+    except UserError as exc:
+        session.flash(str(exc), error=True)
+        return
+    st.session_state.pop(DATASET_OPENED, None)  # opened again, with its new name
+    session.flash(f"Renamed the dataset {saved.name} to {renamed.name}.")
+
+
+def delete(saved: datasets.SavedDataset, force: bool) -> None:
+    try:
+        datasets.delete(saved.id, session.user(), force=force)
+    except UserError as exc:
+        session.flash(str(exc), error=True)
+        return
+    if st.session_state.get(session.DATASET) == saved.id:
+        session.forget_dataset()
+    session.flash(f"Deleted the dataset {saved.name}.")
+
+
+def manage(saved: datasets.SavedDataset) -> None:
+    """Rename and Delete for whoever may change the dataset; who may, for everyone else."""
+    if not access.may_change(session.user(), saved.added_by):
+        st.caption(f"Only {saved.added_by} or an admin may rename or delete this dataset.")
+        return
+    c1, c2, _ = st.columns([1, 1, 4])
+    with c1.popover("Rename", icon=":material/edit:"):
+        st.text_input("New name", value=saved.name, max_chars=datasets.MAX_NAME, key=f"{DATASET_NEW_NAME}_{saved.id}")
+        st.button("Save the name", key=DATASET_RENAME, on_click=rename, args=(saved,))
+    with c2.popover("Delete", icon=":material/delete:"):
+        warning = datasets.deletion_warning(saved.id)
+        st.markdown(
+            f"Delete the dataset **{saved.name}** ({plural(saved.images, 'image')}, {human_size(saved.bytes)}) "
+            "from this server, for everyone?"
+        )
+        if warning:
+            st.warning(warning, icon=":material/warning:")
+        st.button(
+            "Delete anyway" if warning else "Delete",
+            key=DATASET_DELETE,
+            type="primary",
+            on_click=delete,
+            args=(saved, bool(warning)),
+        )
