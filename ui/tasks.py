@@ -38,8 +38,10 @@ def _running(job_id: str) -> None:
     snap = registry().get(job_id, points=False)
     if snap is None or snap.finished:
         st.rerun()
-    if snap.state in (QUEUED, STARTING):
+    if snap.state == QUEUED:
         st.info("Waiting for a free slot on the server: it starts by itself.", icon=":material/hourglass_top:")
+    elif snap.state == STARTING:
+        st.info("Starting: a worker is getting ready (loading TensorFlow).", icon=":material/hourglass_top:")
     else:
         label = STAGES.get(snap.stage, snap.stage.capitalize() or "Starting")
         st.progress(
