@@ -23,7 +23,6 @@ the page; int8 is reported, not held to a float32 target.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -327,11 +326,6 @@ def _bundle_dir(out_dir: str | os.PathLike, run_id: str) -> Path:
     return target
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -441,7 +435,7 @@ def _write_bundle(run: Run, work: Path, checks: list[Check], images_from: str, s
              "max_abs_diff": c.max_abs_diff, "passed": c.passed} for c in checks]  # fmt: skip
     model_card.write(run.path, work, parity=rows)
     _write_examples(run, work / "examples", formats, int8)
-    files = {str(p.relative_to(work)): sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(work)): model_card.sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
     runs.write_json(work / BUNDLE_MARKER, {
         "format": "vgg16-classifier-export", "run": run.path.name, "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": _versions(), "sha256": files, "passed": report["passed"],
