@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core import names
 from core.errors import UserError
 from core.images import ImageError, open_image
 
@@ -388,7 +389,7 @@ def scan_folder(
                     ignored += 1
                 else:
                     candidates.append((split, class_dir.name, f))
-    class_dirs = {c.name for r in split_roots.values() for c in _subdirs(r)}
+    class_dirs = {names.check(c.name, "The class folder") for r in split_roots.values() for c in _subdirs(r)}
     if not class_dirs:
         if root != folder and _files(root):  # a lone folder of images was taken for a wrapper
             raise UserError(

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from core import access, db
+from core import access, db, names
 from core.dataset import Dataset, Item, Limits, Progress, Report, human_size, load_dataset
 from core.errors import UserError
 from core.runs import list_runs, read_json, write_json
@@ -289,7 +289,7 @@ def _dataset_json(ds: Dataset, dataset_id: str) -> dict:
 
 
 def _clean_name(name: str) -> str:
-    name = " ".join(str(name).split())
+    name = names.check(" ".join(str(name).split()), "The dataset name")  # line breaks became spaces
     if not name:
         raise UserError("A dataset needs a name; type one.")
     if len(name) > MAX_NAME:

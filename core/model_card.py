@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from core import access, calibration, runs
+from core import access, calibration, names, runs
 from core.config import IMBALANCED, TrainConfig
 from core.errors import UserError
 from core.evaluate import load_evaluation
@@ -92,6 +92,7 @@ def set_purpose(run_dir: str | os.PathLike, text: str, user: str = access.GUEST)
     """Save what the model is for (only the run's owner or an admin may, when sign-in is on)."""
     info = runs.read_run(run_dir)
     access.check(user, info.owner, f"describe the run {info.id}")
+    names.check(text, "The description", lines=True)
     runs.write_json(
         Path(run_dir) / PURPOSE_FILE,
         {"purpose": text.strip()[:MAX_PURPOSE], "by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S")},
