@@ -30,6 +30,9 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
+MAX_PIXELS_ENV = "CLASSIFIER_MAX_PIXELS"
+MAX_PIXELS = 40_000_000  # decoded RGB: 120 MB, and about four copies of it on the way to the model
+_DRAFT_FORMATS = {"JPEG", "MPO"}  # decoded at 1/2, 1/4 or 1/8 scale by libjpeg when the model needs fewer pixels
 # ImageNet mean in RGB order; padding with it gives zeros after VGG16's mean subtraction.
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 _PAD_COLOR = tuple(round(c) for c in IMAGENET_MEAN_RGB)
@@ -43,8 +46,27 @@ class ImageError(UserError):
     """An input file that is not a usable image; the message says why in a few words."""
 
 
+def max_pixels() -> int:
+    """The most pixels this server decodes from one image (``$CLASSIFIER_MAX_PIXELS``, default 40 million)."""
+    try:
+        return max(1, int(os.environ.get(MAX_PIXELS_ENV) or MAX_PIXELS))
+    except ValueError:
+        return MAX_PIXELS
+
+
+def _too_many(width: int, height: int) -> ImageError:
+    return ImageError(
+        f"too many pixels ({width} x {height}, {width * height / 1e6:.3g} Mpx; this server decodes at most "
+        f"{max_pixels() / 1e6:.3g} Mpx): make it smaller and try again"
+    )
+
+
 def open_image(source: Source) -> Image.Image:
-    """Open and identify an image (header only), refusing formats and sizes we do not accept."""
+    """Open and identify an image (header only), refusing formats and sizes we do not accept.
+
+    Nothing is decoded yet: an image above ``max_pixels()`` is refused from its header. A JPEG may be larger (up to
+    64 times), since it is decoded at a reduced scale (``decode`` checks the pixels it will really decode).
+    """
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         im = Image.open(fp)
@@ -62,7 +84,19 @@ def open_image(source: Source) -> Image.Image:
     if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
         im.close()
         raise ImageError("too many pixels (possible decompression bomb)")
+    reduced = 64 if im.format in _DRAFT_FORMATS else 1
+    if im.width * im.height > max_pixels() * reduced:
+        im.close()
+        raise _too_many(im.width, im.height)
     return im
+
+
+def _draft(im: Image.Image, size: int) -> None:
+    """Let a JPEG decode at the smallest scale that keeps both sides >= ``size``; refuse it if that is still
+    more pixels than the server decodes."""
+    im.draft("RGB", (size, size))  # only JPEG acts on it
+    if im.width * im.height > max_pixels():
+        raise _too_many(im.width, im.height)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -109,7 +143,7 @@ def decode(source: Source, size: int) -> np.ndarray:
         raise ValueError(f"size must be a positive number of pixels. Received: size={size!r}")
     with open_image(source) as im:
         try:
-            im.draft("RGB", (size, size))  # only JPEG acts on it; keeps both sides >= size
+            _draft(im, size)
             im = ImageOps.exif_transpose(im)
             return np.asarray(to_rgb(im), dtype=np.uint8)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -144,7 +178,7 @@ def thumbnail(source: Source, size: int, resize: str = "crop") -> np.ndarray:
     """
     with open_image(source) as im:
         try:
-            im.draft("RGB", (size, size))
+            _draft(im, size)
             return np.asarray(square(to_rgb(ImageOps.exif_transpose(im)), size, resize), dtype=np.uint8)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise ImageError("too many pixels (possible decompression bomb)") from None

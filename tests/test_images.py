@@ -397,6 +397,29 @@ def test_image_under_the_pixel_limit_is_fine(monkeypatch):
     assert load_image(encode(solid(RED, (30, 30))), 8).shape == (8, 8, 3)
 
 
+def test_the_servers_pixel_limit_refuses_big_images_from_their_header_before_decoding(monkeypatch):
+    from core.images import MAX_PIXELS_ENV, thumbnail
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, "10000")
+    png = encode(solid(RED, (200, 100)))  # 20 000 pixels, and PNG decodes every one of them
+    for call in (lambda: open_image(png), lambda: load_image(png, 8), lambda: thumbnail(png, 8)):
+        with pytest.raises(
+            ImageError, match=r"^too many pixels \(200 x 100, 0.02 Mpx; this server decodes at most 0.01 Mpx\)"
+        ):
+            call()
+    # A JPEG decodes at 1/8 scale when the model needs few pixels: 400 x 400 is 50 x 50 then, under the limit...
+    big = jpeg_bytes(size=(400, 400), seed=3)
+    assert load_image(big, 32).shape == (32, 32, 3) and thumbnail(big, 32).shape == (32, 32, 3)
+    # ...but not when it needs them all (300 px: at most 1/1 scale), nor above 64 times the limit in any case.
+    with pytest.raises(ImageError, match=r"^too many pixels"):
+        load_image(big, 300)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "2000")
+    with pytest.raises(ImageError, match=r"^too many pixels"):
+        open_image(big)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "not a number")  # a typo in the setting: the default, not a crash
+    assert open_image(png).size == (200, 100)
+
+
 # ---------------------------------------------------------------------------------------------- draft mode
 
 
