@@ -12,14 +12,14 @@ st.set_page_config(
 )
 session.start()
 if demo:
-    # No menu and no sidebar (no account, no job status). No sign-in either: ui/session.py has no sign-in gate (signed
-    # out, everyone may look at everything; sign-in only decides who may change what), the demo changes nothing,
-    # and the link's key, checked by the page, is the permission.
+    # No menu and no sidebar (no account, no job status), whatever page the address names. No sign-in either: the
+    # link's key, checked by the page, is the permission, and it opens that one model's demo and nothing else.
     page = st.navigation(
         [st.Page("pages/demo.py", title="Model demo", icon=":material/image_search:", url_path="demo")],
         position="hidden",
     )
 else:
+    session.gate()  # with sign-in on, a visitor who is not signed in sees nothing of the workspace
     page = st.navigation(
         [
             st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_zip:", default=True),
@@ -36,4 +36,4 @@ else:
 try:
     page.run()
 except UserError as exc:  # the workspace database locked or damaged mid-run: a sentence, never a traceback
-    st.error(str(exc), icon=":material/error:")
+    session.error(exc, icon=":material/error:")

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core import datasets
+from core import access, datasets
 from core.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
 from core.dataset import Dataset, Limits, human_size, load_dataset
 from core.errors import Cancelled, UserError
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the bundle (written to OUT/<run-id>/)")
     p.add_argument("--images", type=int, default=None, help="most validation images in the parity check (default: 200)")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
+
+    p = sub.add_parser("share", help="make a demo link for a saved run (a new key each time: the old link stops)")
+    p.add_argument("run", help="the run's id (its folder name in the runs folder)")
+    p.add_argument("--expires", type=float, default=None, metavar="DAYS", help="the link stops working after DAYS")
+    p = sub.add_parser("unshare", help="stop a run's demo link")
+    p.add_argument("run", help="the run's id")
 
     p = sub.add_parser("datasets", help="list the datasets saved on this server, most recently used first")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -405,7 +411,9 @@ def cmd_evaluate(args) -> int:
         print(f"evaluating on the saved dataset {ds.title} ({ds.id})", file=sys.stderr)
     from core.evaluate import FILE, evaluate_run
 
-    ev = evaluate_run(args.run, ds, top_k=args.top_k, progress=_bar_progress("classifying", "img"))
+    ev = evaluate_run(
+        args.run, ds, top_k=args.top_k, progress=_bar_progress("classifying", "img"), user=access.OPERATOR
+    )
     for w in ev.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
@@ -454,7 +462,9 @@ def cmd_label_issues(args) -> int:
     check_run(args.run)  # a mistyped folder is reported at once, before TensorFlow loads
     bars = {"features": ("frozen layers, once per image", "img"), "folds": ("out-of-fold predictions", "fold")}
     progress = {name: _bar_progress(desc, unit) for name, (desc, unit) in bars.items()}
-    found = find_label_issues(args.run, folds=args.folds, progress=lambda st, d, t: progress[st](d, t))
+    found = find_label_issues(
+        args.run, folds=args.folds, progress=lambda st, d, t: progress[st](d, t), user=access.OPERATOR
+    )
     for w in found.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
@@ -499,7 +509,9 @@ def cmd_export(args) -> int:
     limit = args.images if args.images is not None else MAX_IMAGES
     if limit < 1:
         raise UserError("--images must be at least 1.")
-    bundle = export_run(args.run, args.out, formats, int8=args.int8, limit=limit, progress=progress)
+    bundle = export_run(
+        args.run, args.out, formats, int8=args.int8, limit=limit, progress=progress, user=access.OPERATOR
+    )
     report = json.loads((bundle.path / "parity.json").read_text())
     if args.json:
         print(json.dumps({"bundle": str(bundle.path), "files": bundle.files, **report}, indent=2, ensure_ascii=False))
@@ -512,6 +524,33 @@ def cmd_export(args) -> int:
     if not bundle.passed:
         print("error: an export missed its parity target (see PARITY.md): do not ship it", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_dir(run_id: str) -> Path:
+    from core import runs
+
+    found = runs.find_run(run_id)
+    if found is None:
+        raise UserError(f"There is no run {run_id!r} in {runs.runs_dir()}: `python -m core jobs --all` lists them.")
+    return found.path
+
+
+def cmd_share(args) -> int:
+    from core import share
+
+    token = share.share(_run_dir(args.run), access.OPERATOR, expires_days=args.expires)
+    print(f"?demo={args.run}&key={token}")
+    print("add this to the app's address; it is shown once (only its hash is kept)"
+          + (f" and stops working in {args.expires:g} days" if args.expires else ""), file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_unshare(args) -> int:
+    from core import share
+
+    share.unshare(_run_dir(args.run), access.OPERATOR)
+    print(f"the demo link of {args.run} no longer works", file=sys.stderr)
     return 0
 
 
@@ -552,8 +591,8 @@ def cmd_jobs(args) -> int:
         return 0
     header = ("id", "kind", "state", "by", "dataset", "progress", "created")
     rows = [
-        (j.id, j.label, "stopping" if j.stopping else j.state, j.owner or "guest", j.dataset or "-", _job_progress(j),
-         _iso(j.created, " "))
+        (j.id, j.label, "stopping" if j.stopping else j.state, access.display(j.owner) if j.owner else "guest",
+         j.dataset or "-", _job_progress(j), _iso(j.created, " "))
         for j in found
     ]  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -616,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
         "lr-find": cmd_lr_find,
         "label-issues": cmd_label_issues,
         "export": cmd_export,
+        "share": cmd_share,
+        "unshare": cmd_unshare,
         "speed": cmd_speed,
     }
     with tempfile.TemporaryDirectory(prefix="classifier-") as tmp:

@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS form_settings (
     updated     REAL NOT NULL,
     PRIMARY KEY (dataset_id, user)
 );
+CREATE TABLE IF NOT EXISTS users (
+    key         TEXT PRIMARY KEY,    -- '<issuer>|<subject>': who signed in (core.access)
+    email       TEXT NOT NULL DEFAULT '',  -- for display and the admin list, as the provider gave it
+    seen        REAL NOT NULL
+);
 """
 
 

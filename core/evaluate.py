@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from core import calibration, runs
+from core import access, calibration, runs
 from core.dataset import Dataset, load_dataset, split_dataset
 from core.errors import UserError
 from core.workspace import work_root
@@ -64,6 +64,7 @@ class Evaluation:
     created: str = ""
     root: str = ""  # the dataset folder ``files`` are relative to; a temporary one may be gone by now
     calibration: dict[str, Any] = field(default_factory=dict)  # core.calibration.on_images on these images
+    by: str = ""  # who asked for it (core.access: a user's key, '' for a guest)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -165,30 +166,37 @@ def evaluate_run(
     data: str | os.PathLike | Dataset | None = None,
     top_k: int = 3,
     progress: Progress | None = None,
+    user: str = access.GUEST,
 ) -> Evaluation:
     """Classify the held-out images (see the module docstring for which), score them, save evaluation.json.
 
     ``data`` is a zip, a folder or an already loaded ``Dataset``; a zip is extracted into a temporary folder
     that is removed afterwards. ``progress(done, total)`` is called while images are classified.
 
+    It replaces the run's evaluation (which its model card, demo and exports show), so only the run's owner or an
+    admin may (core.access); the evaluation records who made it.
+
     Raises:
+        NotAllowed: ``user`` may not change the run.
         UserError: not a run, bad ``top_k``, unusable data, the saved split's images are gone, or no evaluation
             image belongs to a class the run knows.
     """
     if top_k < 1:
         raise UserError(f"Top-k must be at least 1 (got {top_k}).")
+    info = runs.read_run(run_dir)
+    access.check(user, info.owner, f"evaluate the run {info.id}")
     from core.predict import load_run  # TensorFlow loads here, after the cheap checks
 
     run = load_run(run_dir)
     if data is None or isinstance(data, Dataset):
-        return _evaluate(run, data, top_k, progress)
+        return _evaluate(run, data, top_k, progress, user)
     work = work_root()
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="evaluate-", dir=work) as tmp:
-        return _evaluate(run, load_dataset(data, tmp), top_k, progress)
+        return _evaluate(run, load_dataset(data, tmp), top_k, progress, user)
 
 
-def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None) -> Evaluation:
+def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None, user: str = "") -> Evaluation:
     if ds is None:
         ds, picked, split = _saved_split(run)
         source, name = split, run.info.get("dataset") or ds.report.source  # not the dataset folder's own name
@@ -238,6 +246,7 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None) ->
         np.stack(probs), y_true, saved.temperature if saved else 1.0, saved.threshold if saved else None
     )
     ev.created = time.strftime("%Y-%m-%dT%H:%M:%S")
+    ev.by = user
     runs.write_json(run.path / FILE, ev.to_dict())
     return ev
 

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core import calibration, geometry, images, model_card, runs
+from core import access, calibration, geometry, images, model_card, runs
 from core.bundles import BUNDLE_MARKER, BYTES_TARGET, FORMATS, PIXELS_TARGET, parity_markdown
 from core.errors import UserError
 from core.predict import Run, load_run
@@ -343,10 +343,15 @@ def export_run(
     int8: bool = False,
     limit: int = MAX_IMAGES,
     progress: Progress | None = None,
+    user: str = access.GUEST,
 ) -> Bundle:
     """Export a saved run into ``out_dir/<run-id>/`` and check every export against the app.
 
+    An export replaces the run's earlier one, so only the run's owner or an admin may (core.access); the bundle
+    records who made it.
+
     Raises:
+        NotAllowed: ``user`` may not change the run.
         ExportError / UserError: an unknown format, a folder that cannot be written, a run that is not a run or
             whose model cannot be loaded.
     """
@@ -355,7 +360,9 @@ def export_run(
     if unknown or not formats:
         raise ExportError(f"Unknown export format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     progress = progress or (lambda stage, done, total: None)
-    run = load_run(run_dir)  # UserError for a missing or damaged run
+    info = runs.read_run(run_dir)  # UserError for a missing or damaged run
+    access.check(user, info.owner, f"export the run {info.id}")
+    run = load_run(run_dir)
     target = _bundle_dir(out_dir, run.path.name)
     size = run.config.image_size
     work = Path(tempfile.mkdtemp(prefix=f".{run.path.name}-", dir=target.parent))
@@ -392,7 +399,7 @@ def export_run(
                 got = batched(OnnxRuntime(work / "model.onnx"), squares)
                 checks.append(compare("onnx", "square uint8", names, app, got, run.classes, PIXELS_TARGET))
         progress("writing the bundle", 0, 1)
-        _write_bundle(run, work, checks, images_from, skipped, formats, int8)
+        _write_bundle(run, work, checks, images_from, skipped, formats, int8, user)
         if target.exists():
             shutil.rmtree(target)  # an earlier export of this run (its marker was checked)
         os.replace(work, target)
@@ -405,7 +412,7 @@ def export_run(
 
 
 def _write_bundle(run: Run, work: Path, checks: list[Check], images_from: str, skipped: list[str],
-                  formats: Sequence[str], int8: bool) -> None:  # fmt: skip
+                  formats: Sequence[str], int8: bool, user: str) -> None:  # fmt: skip
     shutil.copy2(run.path / "model.keras", work / "model.keras")
     (work / "labels.txt").write_text("".join(f"{c}\n" for c in run.classes))
     threshold = calibration.threshold_of(run.path)
@@ -438,7 +445,7 @@ def _write_bundle(run: Run, work: Path, checks: list[Check], images_from: str, s
     files = {str(p.relative_to(work)): model_card.sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
     runs.write_json(work / BUNDLE_MARKER, {
         "format": "vgg16-classifier-export", "run": run.path.name, "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": _versions(), "sha256": files, "passed": report["passed"],
+        "versions": _versions(), "sha256": files, "passed": report["passed"], "by": user,
     })  # fmt: skip
 
 

@@ -73,6 +73,7 @@ COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "fa
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
 KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test",
               LABEL_ISSUES: "label-error search", EXPORT: "export"}  # fmt: skip
+RUN_CHANGING = {EVALUATE: "evaluate", EXPORT: "export", LABEL_ISSUES: "check the labels of"}  # what they write
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 # The order of the line: oldest first, but a speed test (for a time estimate) after the work people asked for.
 _LINE = f"(kind = '{SPEED}')"
@@ -371,7 +372,7 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
         run = runs.find_run(params["run"])
         if run is None:
             raise UserError(f"The run {params['run']} was deleted before it could be evaluated.")
-        ev = evaluate_run(run.path, dataset, top_k=params.get("top_k", 3), progress=progress)
+        ev = evaluate_run(run.path, dataset, top_k=params.get("top_k", 3), progress=progress, user=owner)
         return COMPLETED, {"accuracy": ev.accuracy}, None
     if kind == LABEL_ISSUES:
         from core.label_issues import DEFAULT_FOLDS, find_label_issues
@@ -384,7 +385,9 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
         run = runs.find_run(params["run"])
         if run is None:
             raise UserError(f"The run {params['run']} was deleted before its labels could be checked.")
-        found = find_label_issues(run.path, dataset, folds=params.get("folds", DEFAULT_FOLDS), progress=report)
+        found = find_label_issues(
+            run.path, dataset, folds=params.get("folds", DEFAULT_FOLDS), progress=report, user=owner
+        )
         return COMPLETED, {"suspects": len(found.suspects), "images": found.images}, None
     if kind == EXPORT:
         from core.bundles import exports_dir
@@ -400,7 +403,7 @@ def _work(kind: str, params: dict, dataset: Dataset | None, job_id: str, owner: 
         if run is None:
             raise UserError(f"The run {params['run']} was deleted before it could be exported.")
         bundle = export_run(run.path, exports_dir(run.path), params.get("formats") or None,
-                            int8=bool(params.get("int8")), progress=report)  # fmt: skip
+                            int8=bool(params.get("int8")), progress=report, user=owner)  # fmt: skip
         return COMPLETED, {"passed": bundle.passed, "bundle": str(bundle.path)}, None
     if kind == SPEED:
         import core.speed  # TensorFlow loads inside measure_speed, here in the worker
@@ -508,6 +511,11 @@ class JobRegistry:
         if kind not in KIND_NAMES or kind == TRAIN:
             raise ValueError(f"kind must be one of {', '.join(repr(k) for k in KIND_NAMES if k != TRAIN)}. "
                              f"Received: kind={kind!r}")  # fmt: skip
+        if kind in RUN_CHANGING:  # it replaces a file of the run: asked now, again when the work writes it
+            info = runs.find_run(str(params.get("run", "")))
+            if info is None:
+                raise UserError(f"There is no run {params.get('run')!r} on this server.")
+            access.check(owner, info.owner, f"{RUN_CHANGING[kind]} the run {info.id}")
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         return self._insert(job_id, kind, params, owner, dataset)
 
@@ -525,17 +533,22 @@ class JobRegistry:
         return self.get(job_id)
 
     def restart(self, job_id: str, user: str = access.GUEST) -> JobSnapshot:
-        """Queue an interrupted (or failed, stopped) job again with the same settings; returns the new job."""
+        """Queue an interrupted (or failed, stopped) job again with the same settings; returns the new job.
+
+        Only the job's owner or an admin may (core.access); the new job is the original owner's (a guest's job
+        becomes the restarting user's).
+        """
         old = self.get(job_id)
         if old is None:
             raise UserError(f"There is no job {job_id} on this server.")
+        access.check(user, old.owner, f"restart the {old.label} {job_id}")
         if not old.finished:
             raise UserError(f"The {old.label} {job_id} has not finished; there is nothing to restart.")
         dataset = _open_dataset(old.dataset_id)
         if old.kind == TRAIN:
-            new = self.submit(dataset, old.config, owner=user or old.owner, name=dataset.report.source)
+            new = self.submit(dataset, old.config, owner=old.owner or user, name=dataset.report.source)
         else:
-            new = self.submit_task(old.kind, old.params, owner=user or old.owner, dataset=dataset)
+            new = self.submit_task(old.kind, old.params, owner=old.owner or user, dataset=dataset)
         with db.connect(write=True) as con:
             con.execute("UPDATE jobs SET restarted_as = ? WHERE id = ?", (new.id, job_id))
         return new

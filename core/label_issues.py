@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from core import runs
+from core import access, runs
 from core.config import TrainConfig
 from core.dataset import Dataset, load_dataset
 from core.errors import UserError
@@ -190,17 +190,22 @@ def find_label_issues(
     folds: int = DEFAULT_FOLDS,
     progress: Progress | None = None,
     cache=None,
+    user: str = access.GUEST,
 ) -> LabelIssues:
     """Search the run's training and validation images for suspected label errors; save label_issues.json.
 
     ``dataset``: the saved dataset the run was trained on, when the caller has it open (a job does); otherwise it
     is opened from the run's ``dataset_id``, or scanned again from the folder its ``split.json`` records.
 
+    It replaces the run's label_issues.json, so only the run's owner or an admin may (core.access).
+
     Raises:
+        NotAllowed: ``user`` may not change the run.
         UserError: not a run, the images are gone, too few images, or fewer than 2 folds asked for.
     """
     started = time.monotonic()
     run = runs.read_run(run_dir)
+    access.check(user, run.owner, f"check the labels of the run {run.id}")
     if folds < MIN_FOLDS:
         raise UserError(f"The search needs at least {MIN_FOLDS} folds (got {folds}).")
     ds, files = _images(run, dataset)
@@ -382,12 +387,23 @@ def decide(
 ) -> dict[str, dict[str, Any]]:
     """Save ``decision`` (EXCLUDE or KEEP; None forgets the decision) for one image of the dataset; return all.
 
+    A decision changes what the dataset trains on, so only the dataset's owner or an admin may (core.access).
+
     Raises:
+        NotAllowed: ``user`` may not change the dataset.
         UserError: the dataset is not a saved one.
     """
+    from core import datasets
+
     if decision not in (*DECISIONS, None):
         raise ValueError(f"decision must be one of {DECISIONS} or None. Received: decision={decision!r}")
     path = _decisions_path(dataset_id)
+    saved = datasets.get(dataset_id)
+    access.check(
+        user,
+        saved.added_by if saved else access.GUEST,
+        f"change which images {saved.name if saved else 'the dataset'} trains on",
+    )
     with _locked(path):
         current = _read_decisions(path)
         if decision is None:

@@ -1,22 +1,25 @@
-"""Share one saved run as a demo link: a secret key kept in the run's folder, checked when the link is opened.
+"""Share one saved run as a demo link: a capability for that one model, checked when the link is opened.
 
-    token = share(run_dir, user)          # the run's key: the same one on every call until it is unshared
-    link_token(run_dir)                   # that key, or None when the run is not shared
-    sharing(run_dir)                      # Sharing(token, by, at), or None
-    unshare(run_dir, user)                # links handed out stop working (only the owner or an admin may)
-    run = open_shared(run_id, token)      # the RunInfo, or a ShareError with a sentence for the visitor
+    token = share(run_dir, user, expires_days=7)   # a new key, shown once; the link made before stops working
+    sharing(run_dir)                               # Sharing(by, at, expires), or None when not shared (or expired)
+    unshare(run_dir, user)                         # the link stops working
+    run = open_shared(run_id, token)               # the RunInfo, or a ShareError with a sentence for the visitor
 
-The key is ``secrets.token_urlsafe(16)`` (128 random bits) in ``<run>/share.json``, so it survives restarts, is
-deleted with the run, and nobody who was not given the link can guess it. The page makes the link from it
-(``?demo=<run id>&key=<token>``, ui/share_views.py); core knows nothing of addresses.
+The key is ``secrets.token_urlsafe(16)`` (128 random bits). Only its sha256 is kept, in ``<run>/share.json``, so it
+survives restarts, is deleted with the run, and neither someone who can read the run's folder nor the page can give
+the key out again: the page shows it once, to whoever made it. Keys are compared in constant time. A link can
+expire (``expires_days``); an expired link says so.
 
-Anyone who may see a run may share it: the link shows that one model read-only, which everyone on the server can
-already see. Withdrawing a link breaks it for whoever holds it, so that is the owner's (or an admin's) decision.
+Sharing, sharing again (a new key: the old link stops working) and stopping are changes of the run, so only its
+owner or an admin may do them (core.access); the page makes the link from the key (``?demo=<run id>&key=<token>``,
+ui/share_views.py) and core knows nothing of addresses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import math
 import os
 import secrets
 import time
@@ -26,54 +29,80 @@ from pathlib import Path
 from core import access, runs
 from core.errors import UserError
 
-SHARE_FILE = "share.json"  # in the run's folder: {"token": ..., "by": ..., "at": ...}
+SHARE_FILE = "share.json"  # in the run's folder: {"sha256": ..., "by": ..., "at": ..., "expires": epoch or null}
+MAX_DAYS = 3650
 REMOVED = "This model was removed from the server: ask whoever shared it for a new link."
 INVALID = "This link is no longer valid: ask whoever shared it for a new one."
+EXPIRED = "This link has expired: ask whoever shared it for a new one."
 
 
 class ShareError(UserError):
-    """A demo link that opens nothing: its run was removed, or the link was withdrawn or mistyped."""
+    """A demo link that opens nothing: its run was removed, or the link was withdrawn, expired or mistyped."""
 
 
 @dataclass(frozen=True)
 class Sharing:
-    token: str
+    digest: str  # sha256 of the key, hex
     by: str  # who shared it ('' = a guest)
     at: str  # when, ISO date and time
+    expires: float | None  # epoch seconds, None = never
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and time.time() >= self.expires
 
 
-def sharing(run_dir: str | os.PathLike) -> Sharing | None:
-    """How the run is shared, or None when it is not (or its share file cannot be read: then no link works)."""
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _read(run_dir: str | os.PathLike) -> Sharing | None:
     try:
         data = runs.read_json(Path(run_dir) / SHARE_FILE)
     except (OSError, ValueError):
         return None
-    token = data.get("token") if isinstance(data, dict) else None
-    if not isinstance(token, str) or not token:
+    if not isinstance(data, dict):
         return None
-    return Sharing(token, str(data.get("by") or ""), str(data.get("at") or ""))
+    digest = data.get("sha256")
+    if not isinstance(digest, str) and isinstance(data.get("token"), str) and data["token"]:
+        digest = _digest(data["token"])  # a link shared before keys were kept hashed goes on working
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    expires = data.get("expires")
+    expires = float(expires) if isinstance(expires, int | float) and math.isfinite(expires) else None
+    return Sharing(digest, str(data.get("by") or ""), str(data.get("at") or ""), expires)
 
 
-def link_token(run_dir: str | os.PathLike) -> str | None:
-    """The run's demo key, or None when it is not shared."""
-    found = sharing(run_dir)
-    return found.token if found else None
+def sharing(run_dir: str | os.PathLike) -> Sharing | None:
+    """How the run is shared, or None when it is not, its link expired, or its share file cannot be read."""
+    found = _read(run_dir)
+    return None if found is None or found.expired else found
 
 
-def share(run_dir: str | os.PathLike, user: str = access.GUEST) -> str:
-    """Share the run (a saved one, or ``UserError``) and return its key; an already shared run keeps its key, so
-    every link handed out so far goes on working."""
+def share(run_dir: str | os.PathLike, user: str = access.GUEST, expires_days: float | None = None) -> str:
+    """Share the run (a saved one, or ``UserError``) and return its new key, to be shown once.
+
+    A run shared before gets a new key and its old link stops working. Only the run's owner or an admin may.
+
+    Raises:
+        NotAllowed: ``user`` may not change the run.
+        UserError: the run is not a saved one, or ``expires_days`` is not a positive number of days.
+    """
     info = runs.read_run(run_dir)
-    if (token := link_token(info.path)) is not None:
-        return token
-    record = {"token": secrets.token_urlsafe(16), "by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    access.check(user, info.owner, f"share the run {info.id}")
+    expires = None
+    if expires_days is not None:
+        if not (isinstance(expires_days, int | float) and 0 < expires_days <= MAX_DAYS):
+            raise UserError(f"A link expires after 1 to {MAX_DAYS} days (you asked for {expires_days!r}).")
+        expires = time.time() + float(expires_days) * 86400
+    token = secrets.token_urlsafe(16)
+    record = {"sha256": _digest(token), "by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "expires": expires}
     runs.write_json(info.path / SHARE_FILE, record)
-    return record["token"]
+    return token
 
 
 def unshare(run_dir: str | os.PathLike, user: str = access.GUEST) -> None:
-    """Stop sharing the run: every link to it stops working. Only its owner or an admin may (``core.access``);
-    sharing it again makes a new key, so the old links stay dead."""
+    """Stop sharing the run: its link stops working. Only its owner or an admin may (``core.access``)."""
     info = runs.read_run(run_dir)
     access.check(user, info.owner, f"stop sharing the run {info.id}")
     (info.path / SHARE_FILE).unlink(missing_ok=True)
@@ -84,14 +113,17 @@ def open_shared(run_id: str, token: str) -> runs.RunInfo:
 
     Raises:
         ShareError: no such run in the runs folder (deleted, or an id that is no folder name there: core.runs'
-            own lookup refuses anything outside it), or a key that is not the run's (wrong, or withdrawn).
+            own lookup refuses anything outside it), a key that is not the run's (wrong, or withdrawn), or an
+            expired link.
     """
     run = runs.find_run(run_id) if isinstance(run_id, str) else None
     if run is None:
         raise ShareError(REMOVED)
-    expected = link_token(run.path)
-    given = token.encode() if isinstance(token, str) else b""
+    found = _read(run.path)
+    given = _digest(token) if isinstance(token, str) and token else ""
     # Constant time: how long a refusal takes says nothing about how much of a guessed key was right.
-    if expected is None or not given or not hmac.compare_digest(expected.encode(), given):
+    if found is None or not given or not hmac.compare_digest(found.digest, given):
         raise ShareError(INVALID)
+    if found.expired:
+        raise ShareError(EXPIRED)
     return run

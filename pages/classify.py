@@ -47,7 +47,7 @@ try:
     with st.spinner("Loading the model…"):
         run = load_run(run_info.path)  # core keeps a few loaded models, shared by every session
 except UserError as exc:
-    st.error(str(exc), icon=":material/error:")
+    session.error(exc, icon=":material/error:")
     st.stop()
 
 if (trust := calibration.load(run_info.path)) and trust.threshold is not None:
@@ -107,9 +107,9 @@ for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
         continue
     left.image(data, caption=name, width="stretch")
     if p.sure:
-        right.markdown(f"**{p.top[0][0]}** · {p.top[0][1]:.1%}")
+        right.markdown(f"**{session.escape(p.top[0][0])}** · {p.top[0][1]:.1%}")
     else:
-        right.markdown(f"**Not sure** · best guess {p.top[0][0]} at {p.top[0][1]:.1%}")
+        right.markdown(f"**Not sure** · best guess {session.escape(p.top[0][0])} at {p.top[0][1]:.1%}")
         right.caption(f"{_below(p)}. The best guesses:")
     right.altair_chart(charts.top_k(p.top), width="stretch")
     if not right.toggle("Show where the model looked (Grad-CAM)", key=f"{GRADCAM}_{i}_{name}"):

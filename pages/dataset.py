@@ -56,7 +56,7 @@ ds = session.dataset()
 try:
     saved_list = datasets.list_datasets()
 except UserError as exc:
-    st.error(str(exc), icon=":material/error:")
+    session.error(exc, icon=":material/error:")
     st.stop()
 if not saved_list:
     st.info("No dataset yet: drop a zip above, or press **Use the sample dataset** to try the app.")
@@ -98,11 +98,11 @@ if ds is None:
     st.stop()
 
 report = ds.report
-st.subheader(ds.title)
+st.subheader(session.escape(ds.title))
 if saved := by_id.get(ds.id):
     st.caption(
-        f"From {saved.source} · added {when(saved.added)} by {who(saved.added_by)} · {human_size(saved.bytes)} "
-        f"on the server · id `{saved.id}`"
+        f"From {session.escape(saved.source)} · added {when(saved.added)} by {session.escape(who(saved.added_by))} · "
+        f"{human_size(saved.bytes)} on the server · id `{saved.id}`"
     )
     manage(saved)
 c1, c2, c3, c4 = st.columns(4)
@@ -133,7 +133,7 @@ if report.skipped:
 st.subheader("Examples")
 for k, cls in enumerate(ds.classes):
     paths = [ds.root / it.path for it in ds.items if it.label == k][:THUMBS_PER_CLASS]
-    st.markdown(f"**{cls}** · {plural(sum(it.label == k for it in ds.items), 'image')}")
+    st.markdown(f"**{session.escape(cls)}** · {plural(sum(it.label == k for it in ds.items), 'image')}")
     for col, path in zip(st.columns(THUMBS_PER_CLASS), paths, strict=False):
         # The thumbnail is the model's own view of the image: the same crop/pad as training.
         col.image(thumbnail(path, THUMB_SIZE), caption=path.name, width="stretch")

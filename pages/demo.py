@@ -37,13 +37,13 @@ session.inside_router()
 try:
     info = share.open_shared(st.query_params.get(DEMO_PARAM, ""), st.query_params.get(KEY_PARAM, ""))
 except share.ShareError as exc:
-    st.error(str(exc), icon=":material/link_off:")
+    session.error(exc, icon=":material/link_off:")
     st.stop()
 
 # A stakeholder reads what the model tells apart, not a run id: the dataset's name, the id small below it.
-st.title(f"{Path(info.dataset).stem.replace('_', ' ') or 'Image'} classifier")
+st.title(f"{session.escape(Path(info.dataset).stem.replace('_', ' ')) or 'Image'} classifier")
 if about := model_card.purpose(info.path):
-    st.markdown(about)
+    st.markdown(session.escape(about))
 st.caption(
     f"It tells apart {session.plural(len(info.classes), 'class', 'classes')}: {', '.join(info.classes)}. "
     f"Model {info.id}."
@@ -61,13 +61,13 @@ else:
     with st.spinner("Looking at the photo…"):
         (p,) = predict(load_run(info.path), [data], top_k=TOP_K, names=[chosen.name])
     if not p.ok:
-        st.error(f"**{chosen.name}** cannot be read ({p.error}): choose a photo, a JPEG or a PNG.",
-                 icon=":material/broken_image:")  # fmt: skip
+        st.error(f"**{session.escape(chosen.name)}** cannot be read ({session.escape(p.error)}): choose a photo, "
+                 "a JPEG or a PNG.", icon=":material/broken_image:")  # fmt: skip
     else:
         best, confidence = p.top[0]
         with st.container(key=ANSWER):
             if p.sure:
-                st.markdown(f"## {best}")
+                st.markdown(f"## {session.escape(best)}")
                 st.markdown(f"**{confidence:.0%}** confident")
             else:
                 st.markdown("## Not sure")

@@ -36,11 +36,11 @@ if not runs:
 run = session.run_picker(runs, fallback=st.session_state.get(CURRENT_JOB))
 finished = tasks.follow(EVAL_JOB)
 if finished is not None and finished.error:
-    st.error(finished.error, icon=":material/error:")
+    session.error(finished.error, icon=":material/error:")
 try:
     ev = load_evaluation(run.path)
 except UserError as exc:
-    st.error(str(exc), icon=":material/error:")
+    session.error(exc, icon=":material/error:")
     st.stop()
 
 if ev is None:

@@ -40,7 +40,7 @@ elif job is not None:
     else:
         st.query_params[JOB_PARAM] = job_id
         mine = "" if session.started_here(job_id) else f", started by {owner_name(job.owner)}"
-        st.caption(f"Run `{job_id}` on **{job.dataset}**{mine}")
+        st.caption(f"Run `{job_id}` on **{session.escape(job.dataset)}**{mine}")
         if job.finished:
             finished_view(job)
         else:
@@ -61,7 +61,7 @@ source = st.query_params.pop(SETTINGS_FROM, None)  # "Train again with these set
 if source and (run := find_run(source)) is not None:
     load_config(run.config, ds.id)
     st.toast(f"The form holds the settings of {run.id}.", icon=":material/replay:")
-st.caption(f"Dataset **{ds.title}**: {len(ds.classes)} classes, {ds.report.total:,} images")
+st.caption(f"Dataset **{session.escape(ds.title)}**: {len(ds.classes)} classes, {ds.report.total:,} images")
 config, unfrozen, problem = train_form(ds)
 if config.augmented:
     augmentation_preview(ds, config)
@@ -74,7 +74,7 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", dis
     try:
         job = registry().submit(ds, config, owner=session.user())
     except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+        session.error(exc, icon=":material/error:")
     else:
         st.query_params[JOB_PARAM] = st.session_state[CURRENT_JOB] = job.id
         session.started(job.id)

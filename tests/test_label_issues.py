@@ -195,9 +195,9 @@ def test_exclusions_apply_to_the_next_training_and_the_search_runs_as_a_job(sear
     assert again.images == len(CLASSES) * PER_CLASS - len(wanted) and done.metrics["images"] == again.images
     assert done.metrics["suspects"] == len(again.suspects) and again.dataset_id == ds.id
     assert not {s["file"] for s in again.suspects} & set(wanted)
-    # A search of a run that is gone fails in words.
-    gone = registry.wait(registry.submit_task(jobs.LABEL_ISSUES, {"run": "20200101-000000-gone-0000"}).id, 60)
-    assert gone.state == jobs.FAILED and "was deleted" in gone.error
+    # A search of a run that is not there is refused in words, before anything is queued.
+    with pytest.raises(UserError, match=r"^There is no run '20200101-000000-gone-0000' on this server\.$"):
+        registry.submit_task(jobs.LABEL_ISSUES, {"run": "20200101-000000-gone-0000"})
 
 
 # ---------------------------------------------------------------------------------------------- the command line

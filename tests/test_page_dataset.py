@@ -38,10 +38,18 @@ def picker(at: AppTest):
     return found
 
 
+ISSUER = "https://id.example.com"
+
+
+def key(email: str) -> str:
+    """The user key core.access gives the user signed_in(email) signs in."""
+    return f"{ISSUER}|id-{email}"
+
+
 def signed_in(email: str, query: dict | None = None) -> AppTest:
     """The Dataset page as a signed-in user sees it."""
     at = AppTest.from_file(APP, default_timeout=SCRIPT_TIMEOUT)
-    at.user = {"is_logged_in": True, "email": email}
+    at.user = {"is_logged_in": True, "email": email, "sub": f"id-{email}", "iss": ISSUER}
     at.query_params.update(query or {})
     at.run()
     assert_clean(at)
@@ -219,7 +227,7 @@ def test_only_the_owner_or_an_admin_sees_rename_and_delete(tmp_path, monkeypatch
 def test_an_upload_while_signed_in_is_the_users(tmp_path):
     at = signed_in("a@x.org")
     upload(at, "colours.zip", zip_bytes(tmp_path, colour_entries()))
-    assert datasets.get(at.session_state["dataset"]).added_by == "a@x.org"
+    assert datasets.get(at.session_state["dataset"]).added_by == key("a@x.org")
     assert saved_table(at)["by"][0] == "a@x.org"
 
 

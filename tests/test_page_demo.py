@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 
+import pytest
 from conftest import COLORS, jpeg_bytes
 from pagetest import APP, CLASSES, SCRIPT_TIMEOUT, assert_clean, button, copy_run, open_app, texts
 from streamlit.testing.v1 import AppTest
@@ -109,42 +111,65 @@ def test_a_wrong_missing_or_withdrawn_key_says_the_link_is_no_longer_valid(train
     assert "was removed" in at.error[0].value
 
 
-def test_share_on_runs_shows_the_link_and_stop_sharing_withdraws_it(trained_run):
+def shown_link(at, run) -> tuple[str, str]:
+    """The demo link the page shows (once), and its key."""
+    [link] = [c.value for c in at.code]
+    prefix = f"./?demo={run.name}&key="  # relative: AppTest has no browser address
+    assert link.startswith(prefix), link
+    return link, link.removeprefix(prefix)
+
+
+def test_share_on_runs_shows_the_link_once_to_its_maker_and_stop_sharing_withdraws_it(trained_run):
     run = copy_run(trained_run)
     at = open_app("pages/runs.py")
     assert not at.code and not at.get("link_button")
+    at.selectbox(key=f"share_expires_{run.name}").set_value("7 days")
     button(at, "Share").click().run()
     assert_clean(at)
-    token = share.link_token(run)
-    assert token
-    link = f"./?demo={run.name}&key={token}"  # relative: AppTest has no browser address
-    assert [c.value for c in at.code] == [link]
+    link, token = shown_link(at, run)
+    assert share.open_shared(run.name, token).path == run
+    assert share.sharing(run).expires == pytest.approx(time.time() + 7 * 86400, abs=120)
     assert [b.proto.url for b in at.get("link_button")] == [link]
-    assert any(m.startswith("**Shared** by a guest on ") for m in texts(at.markdown))
+    assert any(m.startswith("**Shared** by a guest on ") and ", until " in m for m in texts(at.markdown))
     assert not [b for b in at.button if b.label == "Share"]
 
-    at.run()  # a reload, or a colleague on the Runs page: the same link
-    assert [c.value for c in at.code] == [link]
+    at.run()  # a rerun in the same session: still shown
+    assert shown_link(at, run) == (link, token)
+    colleague = open_app("pages/runs.py")  # another visitor sees that it is shared, never its key
+    assert not colleague.code and not colleague.get("link_button")
+    assert any(m.startswith("**Shared** by a guest on ") for m in texts(colleague.markdown))
+
+    button(at, "Make the new link").click().run()  # a new key: the old link stops working
+    assert_clean(at)
+    _, new = shown_link(at, run)
+    assert new != token and share.open_shared(run.name, new).path == run
+    assert "no longer valid" in open_demo(run.name, token).error[0].value
 
     button(at, "Yes, stop sharing").click().run()
     assert_clean(at)
-    assert share.link_token(run) is None
-    assert f"Stopped sharing {run.name}: its old link no longer opens it." in texts(at.success)
+    assert share.sharing(run) is None
+    assert f"Stopped sharing {run.name}: its link no longer opens it." in texts(at.success)
     assert not at.code
     button(at, "Share")
-    assert "no longer valid" in open_demo(run.name, token).error[0].value
+    assert "no longer valid" in open_demo(run.name, new).error[0].value
 
 
-def test_only_the_owner_may_stop_sharing_a_run_that_has_one(trained_run):
+def test_only_the_owner_may_share_or_stop_sharing_a_run_that_has_one(trained_run):
     from core.runs import MARKER, read_json, write_json
 
     run = copy_run(trained_run)
     write_json(run / MARKER, {**read_json(run / MARKER), "owner": "ann@example.com"})
     share.share(run, "ann@example.com")
     at = open_app("pages/runs.py")  # a guest: sign-in is off in tests
-    assert at.code and any("Shared** by ann@example.com" in m for m in texts(at.markdown))
-    assert not [b for b in at.button if b.label == "Yes, stop sharing"]
-    assert "Trained by ann@example.com: only they or an admin may stop sharing it." in texts(at.caption)
+    assert not at.code and any("Shared** by ann@example.com" in m for m in texts(at.markdown))
+    assert not [b for b in at.button if b.label in ("Yes, stop sharing", "Make the new link", "Share")]
+    assert (
+        "Trained by ann@example.com: only they or an admin may see its link, make a new one or stop sharing it."
+        in texts(at.caption)
+    )
+    share.unshare(run, "ann@example.com")
+    at = open_app("pages/runs.py")
+    assert not [b for b in at.button if b.label == "Share"]  # nothing to share for a visitor of someone's run
 
 
 DEMO_WITHOUT_TENSORFLOW = """
@@ -195,5 +220,6 @@ def test_a_finished_training_offers_share_too(trained_run, tmp_path):
     assert any("the model is saved" in s for s in texts(at.success))
     button(at, "Share").click().run()
     assert_clean(at)
-    assert [c.value for c in at.code] == [f"./?demo={run.name}&key={share.link_token(run)}"]
+    _, token = shown_link(at, run)
+    assert share.open_shared(run.name, token).path == run
     button(at, "Train another model")

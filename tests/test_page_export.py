@@ -36,7 +36,7 @@ def test_export_starts_a_job_with_the_chosen_formats(trained_run, monkeypatch):
     run = copy_run(trained_run)
     calls = []
 
-    def fake_export(run_dir, out_dir, formats=None, int8=False, limit=200, progress=None):
+    def fake_export(run_dir, out_dir, formats=None, int8=False, limit=200, progress=None, user=""):
         calls.append((run_dir.name, tuple(formats), int8))
         progress("exporting onnx", 0, 1)
         write_bundle(run_dir)

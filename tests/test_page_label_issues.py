@@ -116,7 +116,7 @@ def test_the_search_runs_as_a_job_and_its_result_is_shown(tmp_path, monkeypatch)
     run_id = make_run(ds)
     calls = []
 
-    def fake_search(run_dir, dataset=None, folds=5, progress=None, cache=None):
+    def fake_search(run_dir, dataset=None, folds=5, progress=None, cache=None, user=""):
         calls.append((run_dir.name, dataset.id if dataset else None, folds))
         for i in range(1, 4):
             progress("folds", i, 3)

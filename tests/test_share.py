@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+import time
 
 import pytest
 
@@ -23,25 +25,48 @@ def refused(message: str):
     return pytest.raises(share.ShareError, match=f"^{re.escape(message)}$")
 
 
-def test_share_gives_one_stable_key_that_opens_the_run_until_it_is_unshared(run):
-    assert share.link_token(run) is None and share.sharing(run) is None
+def test_share_gives_a_key_that_opens_the_run_until_it_is_unshared_and_keeps_only_its_hash(run):
+    assert share.sharing(run) is None
     token = share.share(run)
     assert len(token) >= 20 and token.replace("-", "").replace("_", "").isalnum()  # URL-safe, 128 bits
-    assert share.share(run, "ann@example.com") == token  # shared again: the same link, still working
-    assert share.link_token(run) == token
     saved = read_json(run / share.SHARE_FILE)
-    assert saved["token"] == token and saved["by"] == "" and saved["at"][:2] == "20"
+    assert token not in (run / share.SHARE_FILE).read_text()  # only the hash is on disk
+    assert saved["sha256"] == hashlib.sha256(token.encode()).hexdigest() and saved["by"] == ""
+    assert saved["at"][:2] == "20" and saved["expires"] is None
+    assert share.sharing(run).digest == saved["sha256"]
     assert share.open_shared(run.name, token).path == run
 
+    again = share.share(run, "ann@example.com")  # shared again: a new key, the old link stops working
+    assert again != token and share.sharing(run).by == "ann@example.com"
+    with refused(share.INVALID):
+        share.open_shared(run.name, token)
+    assert share.open_shared(run.name, again).path == run
+
     share.unshare(run)
-    assert not (run / share.SHARE_FILE).exists() and share.link_token(run) is None
+    assert not (run / share.SHARE_FILE).exists() and share.sharing(run) is None
     with refused(share.INVALID):
+        share.open_shared(run.name, again)
+
+
+def test_a_link_can_expire_and_then_says_so(run, monkeypatch):
+    token = share.share(run, expires_days=2)
+    assert share.sharing(run).expires == pytest.approx(time.time() + 2 * 86400, abs=60)
+    assert share.open_shared(run.name, token).path == run
+    later = time.time() + 2 * 86400 + 1
+    monkeypatch.setattr(share.time, "time", lambda: later)
+    assert share.sharing(run) is None
+    with refused(share.EXPIRED):
         share.open_shared(run.name, token)
-    again = share.share(run)
-    assert again != token  # a withdrawn link stays dead
+    for bad in (0, -1, float("nan"), float("inf"), share.MAX_DAYS + 1, "7"):
+        with pytest.raises(UserError, match="expires after 1 to"):
+            share.share(run, expires_days=bad)
+
+
+def test_a_link_made_before_keys_were_hashed_still_opens(run):
+    write_json(run / share.SHARE_FILE, {"token": "old-plain-key-1234567890", "by": "", "at": "2026-01-01T00:00:00"})
+    assert share.open_shared(run.name, "old-plain-key-1234567890").path == run
     with refused(share.INVALID):
-        share.open_shared(run.name, token)
-    assert share.open_shared(run.name, again).id == run.name
+        share.open_shared(run.name, "old-plain-key-123456789")
 
 
 def test_a_wrong_or_missing_key_is_refused_with_a_sentence(run, tmp_path):
@@ -79,26 +104,29 @@ def test_path_tricks_in_the_run_id_are_refused(run, tmp_path):
             share.open_shared(trick, token)
 
 
-def test_only_the_owner_or_an_admin_may_stop_sharing_a_run_that_has_an_owner(run, monkeypatch):
+def test_only_the_owner_or_an_admin_may_share_share_again_or_stop_sharing(run, monkeypatch):
     write_json(run / MARKER, {**read_json(run / MARKER), "owner": "ann@example.com"})
-    token = share.share(run, "bob@example.com")  # anyone who sees it may share it
-    assert share.sharing(run).by == "bob@example.com"
+    token = share.share(run, "ann@example.com")
     for stranger in ("bob@example.com", access.GUEST):
-        with pytest.raises(access.NotAllowed, match=r"^Only ann@example\.com or an admin may stop sharing the run"):
-            share.unshare(run, stranger)
-    assert share.open_shared(run.name, token)  # still shared
+        for what, call in (("stop sharing", share.unshare), ("share", share.share)):
+            with pytest.raises(access.NotAllowed, match=rf"^Only ann@example\.com or an admin may {what} the run"):
+                call(run, stranger)
+    assert share.open_shared(run.name, token)  # still shared, with the same key
     share.unshare(run, "ANN@example.com")
-    assert share.link_token(run) is None
+    assert share.sharing(run) is None
 
     monkeypatch.setenv(access.ADMINS_ENV, "boss@example.com")
-    share.share(run)
+    token = share.share(run, "boss@example.com")
+    assert share.sharing(run).by == "boss@example.com"
     share.unshare(run, "boss@example.com")
-    assert share.link_token(run) is None
+    assert share.sharing(run) is None
+    share.share(run, access.OPERATOR)  # the server's command line is an admin
+    share.unshare(run, access.OPERATOR)
 
 
 def test_a_damaged_share_file_shares_nothing_and_can_be_replaced(run):
     (run / share.SHARE_FILE).write_text("{not json")
-    assert share.link_token(run) is None
+    assert share.sharing(run) is None
     with refused(share.INVALID):
         share.open_shared(run.name, "{not json")
     token = share.share(run)

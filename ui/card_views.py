@@ -34,7 +34,7 @@ def card_section(run: RunInfo) -> None:
             text = model_card.markdown(run.path, image_name=PREVIEW_IMAGE)
             png = model_card.confusion_png(run.path)
         except UserError as exc:  # a damaged run: say which file, show no half card
-            st.error(str(exc), icon=":material/error:")
+            session.error(exc, icon=":material/error:")
             return
         left, right = st.columns(2)
         left.download_button(
@@ -74,11 +74,11 @@ def _purpose(run: RunInfo) -> None:
         disabled=not allowed,
     )
     if not allowed:
-        st.caption(f"Only {run.owner} or an admin may change what this model is for.")
+        st.caption(f"Only {session.escape(access.display(run.owner))} or an admin may change what this model is for.")
     if st.button("Save", key=SAVE + run.id, disabled=not allowed, icon=":material/save:"):
         try:
             model_card.set_purpose(run.path, text, user)
         except UserError as exc:  # e.g. the run was deleted, or its owner changed, since the page was drawn
-            st.error(str(exc), icon=":material/error:")
+            session.error(exc, icon=":material/error:")
         else:
             st.success("Saved: the card below says so, for everyone.", icon=":material/check_circle:")

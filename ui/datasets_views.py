@@ -30,7 +30,7 @@ def when(seconds: float) -> str:
 
 
 def who(user: str) -> str:
-    return user or "a guest"
+    return access.display(user)
 
 
 def label(saved: datasets.SavedDataset) -> str:
@@ -51,8 +51,8 @@ def ingest(path: Path, key: str) -> None:
                 icon=":material/auto_delete:",
             )
     except UserError as exc:
-        kept = f" The dataset loaded before, **{previous.title}**, is still in use." if previous else ""
-        st.error(f"{exc}{kept}", icon=":material/error:")
+        kept = f" The dataset loaded before, **{session.escape(previous.title)}**, is still in use." if previous else ""
+        st.error(f"{session.escape(exc)}{kept}", icon=":material/error:")
     finally:
         st.session_state[DATASET_KEY] = key  # the same file is not read again on every rerun
         path.unlink(missing_ok=True)  # the saved dataset holds what it needs
@@ -83,7 +83,8 @@ def delete(saved: datasets.SavedDataset, force: bool) -> None:
 def manage(saved: datasets.SavedDataset) -> None:
     """Rename and Delete for whoever may change the dataset; who may, for everyone else."""
     if not access.may_change(session.user(), saved.added_by):
-        st.caption(f"Only {saved.added_by} or an admin may rename or delete this dataset.")
+        owner = session.escape(access.display(saved.added_by))
+        st.caption(f"Only {owner} or an admin may rename or delete this dataset.")
         return
     c1, c2, _ = st.columns([1, 1, 4])
     with c1.popover("Rename", icon=":material/edit:"):

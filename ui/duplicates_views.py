@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import datasets, duplicates, images
 from core.dataset import Dataset
-from ui.session import ProgressBar, plural
+from ui.session import ProgressBar, escape, plural
 
 PAIRS_SHOWN = 8  # pairs drawn with thumbnails; the table below them lists every pair kept
 THUMB_SIZE = 160
@@ -85,7 +85,7 @@ def _pair(ds: Dataset, pair: duplicates.Pair) -> None:
         try:
             column.image(thumbnail(str(ds.root / path)), caption=f"{path} ({where})", width="stretch")
         except Exception:  # a file gone or damaged since: the pair is still listed
-            column.caption(f"{path} ({where}): cannot be shown")
+            column.caption(f"{escape(path)} ({where}): cannot be shown")
     how = "same pixels" if pair.kind == "exact" else f"near duplicate, {pair.distance} of 128 bits differ"
     about.markdown(f"**{pair.relation.capitalize()}** · {how}")
 

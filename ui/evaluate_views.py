@@ -257,7 +257,8 @@ def gallery_section(ev: Evaluation, run: RunInfo) -> None:
             col.warning(f"{name}: {exc}" if image.is_file() else f"{name} is no longer on disk.")
         else:
             col.image(picture, caption=name + (" · nothing here speaks for it" if empty else ""), width="stretch")
-        col.markdown(f"true **{m['true']}** · predicted **{m['predicted']}** {m['probability']:.0%}")
+        true, predicted = session.escape(m["true"]), session.escape(m["predicted"])
+        col.markdown(f"true **{true}** · predicted **{predicted}** {m['probability']:.0%}")
     if len(items) > limit:
         st.button(
             f"Show {min(GALLERY_PAGE, len(items) - limit)} more", icon=":material/expand_more:",

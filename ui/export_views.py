@@ -16,7 +16,7 @@ import streamlit as st
 from core.bundles import FORMATS, bundle_zip, load_report, saved_bundle
 from core.jobs import EXPORT
 from core.runs import RunInfo
-from ui import tasks
+from ui import session, tasks
 
 MAX_ZIP_BYTES = 600 * 1024**2  # a bundle zipped for download is held in the server's memory once
 EXPORT_JOB = "export_job"  # session state: the export this session started
@@ -64,7 +64,7 @@ def export_section(run: RunInfo) -> None:
     st.subheader("Export")
     finished = tasks.follow(EXPORT_JOB)
     if finished is not None and finished.error:
-        st.error(finished.error, icon=":material/error:")
+        session.error(finished.error, icon=":material/error:")
     if st.session_state.get(EXPORT_JOB):
         return  # running: its progress is drawn above
     bundle = saved_bundle(run.path)

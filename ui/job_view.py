@@ -40,7 +40,7 @@ def forget_job() -> None:
 
 
 def owner_name(owner: str) -> str:
-    return owner or "a guest"
+    return access.display(owner)
 
 
 def progress(snap: JobSnapshot) -> None:
@@ -89,7 +89,7 @@ def stop_control(snap: JobSnapshot, key: str) -> None:
     """Stop for whoever may stop this job; nothing for others. The job this tab started stops at once; any
     other (a colleague's, one opened from a link) names itself and asks once."""
     if not access.may_change(session.user(), snap.owner):
-        st.caption(f"Started by {owner_name(snap.owner)}: only they or an admin may stop it.")
+        st.caption(f"Started by {session.escape(owner_name(snap.owner))}: only they or an admin may stop it.")
         return
     label = "Cancel" if snap.state == QUEUED else "Stop"
     if snap.stopping:
@@ -155,7 +155,7 @@ def finished_view(snap: JobSnapshot) -> None:
         if (run := find_run(snap.id)) is not None:
             share_panel(run)
     elif snap.state == FAILED:
-        st.error(snap.error, icon=":material/error:")
+        session.error(snap.error, icon=":material/error:")
         if snap.kind == TRAIN and not snap.restarted_as:
             st.button("Try again", icon=":material/replay:", on_click=restart, args=(snap.id,),
                       key=f"restart_{snap.id}")  # fmt: skip

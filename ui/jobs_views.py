@@ -29,7 +29,7 @@ from core.jobs import (
     registry,
 )
 from ui.job_view import owner_name, restart, stop_control
-from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, guarded, plural
+from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, escape, guarded, plural
 
 REFRESH_SECONDS = 2.0
 HOST = socket.gethostname()
@@ -86,7 +86,7 @@ def _progress(snap: JobSnapshot) -> None:
             what += f" · {snap.metrics['images_per_second']:.1f} images/s through VGG16"
         st.caption(f"{what.capitalize()} at {_when(snap.ended)} after {duration(snap.elapsed)}.")
         if snap.error and snap.state != INTERRUPTED:
-            st.caption(f":red[{snap.error}]")
+            st.caption(f":red[{escape(snap.error)}]")
     else:
         if snap.kind == TRAIN and snap.epochs and snap.state == "training":
             text = f"Epoch {snap.epoch}/{snap.epochs} · batch {snap.batch}/{snap.batches}"

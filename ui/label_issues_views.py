@@ -48,7 +48,7 @@ def _start(run: RunInfo, label: str) -> None:
         try:
             ds = datasets.open_dataset(dataset_id) if dataset_id else None
         except UserError as exc:
-            st.error(str(exc), icon=":material/error:")
+            session.error(exc, icon=":material/error:")
             return
         tasks.start(LI_JOB, LABEL_ISSUES, {"run": run.id, "folds": DEFAULT_FOLDS}, ds)
         st.rerun()  # draw the job's progress
@@ -58,7 +58,7 @@ def label_issues_section(run: RunInfo) -> None:
     st.subheader("Suspected label errors")
     finished = tasks.follow(LI_JOB)
     if finished is not None and finished.error:
-        st.error(finished.error, icon=":material/error:")
+        session.error(finished.error, icon=":material/error:")
     if st.session_state.get(LI_JOB):
         return  # running: its progress is drawn above
     found = load_label_issues(run.path)
@@ -102,9 +102,10 @@ def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
         st.info(NO_SAVED_DATASET, icon=":material/info:")
     else:
         n = sum(1 for d in decided.values() if d["decision"] == EXCLUDE)
-        st.caption(f"{n:,} image{'s' if n != 1 else ''} of {found.dataset} excluded from its next training.")
+        name = session.escape(found.dataset)
+        st.caption(f"{n:,} image{'s' if n != 1 else ''} of {name} excluded from its next training.")
     if message := st.session_state.pop(LI_ERROR, None):
-        st.error(message, icon=":material/error:")
+        session.error(message, icon=":material/error:")
     picked = st.segmented_control(
         "Show", list(FILTERS), format_func=FILTERS.get, default="all", key=f"{LI_FILTER}_{run.id}"
     ) or "all"  # fmt: skip
@@ -132,7 +133,8 @@ def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
             col.image(thumbnail(str(image), THUMB_SIZE, run.config.resize), caption=name, width="stretch")
         except (UserError, OSError):
             col.warning(f"{name} is no longer on disk.")
-        col.markdown(f"given **{s['given']}** · suggested **{s['suggested']}** {s['confidence']:.0%}")
+        given, suggested = session.escape(s["given"]), session.escape(s["suggested"])
+        col.markdown(f"given **{given}** · suggested **{suggested}** {s['confidence']:.0%}")
         state = decided.get(s["file"], {}).get("decision")
         col.markdown(STATE_WORDS.get(state, "Not decided"))
         b1, b2 = col.columns(2)

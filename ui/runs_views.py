@@ -67,7 +67,7 @@ HIGHER_IS_BETTER = {"val_accuracy": True, "val_loss": False, "best_val_accuracy"
 def runs_table(runs: list[RunInfo]) -> None:
     table = pd.DataFrame([r.summary() for r in runs])
     table["finished"] = pd.to_datetime(table["finished"], errors="coerce")
-    table["owner"] = table["owner"].replace("", "guest")
+    table["owner"] = table["owner"].map(access.display)
     st.dataframe(table[list(RUN_COLUMNS)], hide_index=True, width="stretch", column_config=RUN_COLUMNS)
 
 
@@ -85,7 +85,7 @@ def _delete(run: RunInfo) -> None:
 
 def delete_button(column, run: RunInfo) -> None:
     if not access.may_change(session.user(), run.owner):
-        column.caption(f"Trained by {run.owner}: only they or an admin may delete it.")
+        column.caption(f"Trained by {session.escape(access.display(run.owner))}: only they or an admin may delete it.")
         return
     # A popover with state (on_change="rerun"): the confirmation's callback closes it, so it never stays open
     # asking about the next run.
@@ -186,7 +186,7 @@ def compare_section(runs: list[RunInfo]) -> None:
     try:
         cmp = compare([paths[i] for i in picked if i in paths])
     except UserError as exc:
-        st.error(str(exc))
+        session.error(exc)
         return
     settings_table(cmp)
     curves(cmp)

@@ -9,6 +9,7 @@ Keys are named here once (session state, widgets, query parameters), so two page
 from __future__ import annotations
 
 import functools
+import re
 import runpy
 import time
 import uuid
@@ -21,6 +22,10 @@ from core import UserError, access, datasets, db, workspace
 from core.dataset import Dataset
 from core.runs import RunInfo, find_run
 
+# What Markdown (and Streamlit's :colour[...], :material/icon: and $LaTeX$) could read as markup. "_" inside a word
+# ("my_file") and ":" before a space never are, and stay as typed.
+_MARKDOWN = re.compile(r"[\\`*\[\]<>$~|]|(?<![^\W_])_|_(?![^\W_])|:(?=\S)|^\s*#")
+_AUTOLINK = re.compile(r"(\bwww)\.", re.IGNORECASE)
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 # Session-state keys
@@ -31,6 +36,7 @@ DATASET_KEY = "dataset_key"  # which upload the current dataset came from
 WEIGHTS_FILE = "weights_file"
 CURRENT_JOB = "current_job"  # the training job this session started last
 MY_JOBS = "my_jobs"  # every job this session started: they stop at once, others ask first
+USER = "user"  # [issuer, subject, e-mail, key]: who signed in, recorded once per session (core.access.sign_in)
 FLASH = "flash"  # a confirmation to show once on the next run ("Deleted run …")
 # Widget keys
 FORM_PREFIX = "cfg_"  # the Train form's widgets: kept across pages and job views
@@ -61,8 +67,26 @@ def start() -> None:
     try:
         db.check()
     except UserError as exc:
-        st.error(str(exc), icon=":material/database:")
+        error(exc, icon=":material/database:")
         st.stop()
+    try:
+        user()
+    except access.SignInRefused as exc:
+        error(exc, icon=":material/no_accounts:")
+        st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out_refused")
+        st.stop()
+
+
+def escape(text: object) -> str:
+    """``text`` shown literally inside Markdown (st.markdown, st.error, captions): a name, a class, an error or
+    anything from an address cannot become a link, an image, a colour directive or formatting, nor break the line."""
+    out = _MARKDOWN.sub(r"\\\g<0>", " ".join(str(text).splitlines()))
+    return _AUTOLINK.sub(r"\g<1>\\.", out)  # "www.x.org" would be made a link without any markup
+
+
+def error(text: object, icon: str = ":material/error:") -> None:
+    """``st.error`` of a sentence that may hold what a user typed or uploaded (see escape())."""
+    st.error(escape(text), icon=icon)
 
 
 def sign_in_enabled() -> bool:
@@ -74,11 +98,34 @@ def sign_in_enabled() -> bool:
 
 
 def user() -> str:
-    """The signed-in user's e-mail, or ``access.GUEST`` ('') without sign-in."""
+    """The signed-in user's key (core.access: issuer and subject), or ``access.GUEST`` ('') without sign-in.
+
+    Raises:
+        access.SignInRefused: the provider's answer cannot be trusted (start() shows it and offers to sign out).
+    """
     try:
-        return str(st.user.email or "") if st.user.is_logged_in else access.GUEST
+        if not st.user.is_logged_in:
+            return access.GUEST
+        claims = st.user.to_dict()
     except Exception:  # st.user without any sign-in configured
         return access.GUEST
+    stamp = [claims.get("iss"), claims.get("sub"), claims.get("email")]
+    held = st.session_state.get(USER)
+    if isinstance(held, list) and held[:3] == stamp:
+        return held[3]
+    key = access.sign_in(claims)  # once per session and identity: records the e-mail shown for this user
+    st.session_state[USER] = [*stamp, key]
+    return key
+
+
+def gate() -> None:
+    """With sign-in on, the workspace is for signed-in users: a visitor without sign-in sees only the way in."""
+    if not sign_in_enabled() or user():
+        return
+    st.title("Image classifier maker")
+    st.info("Sign in to see this team's datasets, models and jobs.", icon=":material/login:")
+    st.button("Sign in", icon=":material/login:", on_click=st.login, key="sign_in_gate")
+    st.stop()
 
 
 def account() -> None:
@@ -86,10 +133,11 @@ def account() -> None:
     if not sign_in_enabled():
         return
     if user():
-        st.caption(f"Signed in as **{user()}**" + (" (admin)" if access.is_admin(user()) else ""))
+        shown = escape(access.display(user()))
+        st.caption(f"Signed in as **{shown}**" + (" (admin)" if access.is_admin(user()) else ""))
         st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
     else:
-        st.caption("Signed out: you can look at everything, and change what guests made.")
+        st.caption("Signed out.")
         st.button("Sign in", icon=":material/login:", on_click=st.login, key="sign_in")
 
 
@@ -103,11 +151,11 @@ def page() -> None:
     """
     inside_router()
     if flashed := st.session_state.pop(FLASH, None):
-        message, error = flashed
-        if error:
-            st.error(message, icon=":material/error:")
+        message, failed = flashed
+        if failed:
+            error(message)
         else:
-            st.success(message, icon=":material/check_circle:")
+            st.success(escape(message), icon=":material/check_circle:")
     # The navigation menu drops the address's parameters: put the session's dataset back, so that a reload or a
     # copied link of any page still names it.
     if (held := _held_dataset_id()) and DATASET_PARAM not in st.query_params:
@@ -131,7 +179,7 @@ def guarded(draw: Callable[..., None]) -> Callable[..., None]:
         try:
             draw(*args, **kwargs)
         except UserError as exc:
-            st.error(str(exc), icon=":material/error:")
+            error(exc, icon=":material/error:")
 
     return wrapper
 
@@ -206,7 +254,7 @@ def dataset() -> Dataset | None:
             forget_dataset()
         return None
     except UserError as exc:  # damaged files, or the workspace database cannot be used
-        st.error(str(exc), icon=":material/error:")
+        error(exc, icon=":material/error:")
         return None
     set_dataset(opened)
     return opened
@@ -221,7 +269,7 @@ def wanted_run(runs: list[RunInfo], fallback: str | None = None) -> RunInfo | No
     by_id = {r.id: r for r in runs}
     if wanted and wanted not in by_id:
         st.error(
-            f"There is no saved run **{wanted}** on this server: it was deleted, or the link is mistyped. "
+            f"There is no saved run **{escape(wanted)}** on this server: it was deleted, or the link is mistyped. "
             "Pick one of the saved runs below.",
             icon=":material/link_off:",
         )

@@ -38,7 +38,7 @@ def augmentation_preview(ds: Dataset, config: TrainConfig) -> None:
         str(ds.root / pick.path), config.image_size, config.resize, settings, st.session_state[PREVIEW_SEED]
     )
     st.image(variants, width=96, caption=["original"] + [""] * PREVIEW_IMAGES)
-    st.caption(f"{pick.path} and {PREVIEW_IMAGES} augmented versions of it, as training would see them.")
+    st.caption(f"{session.escape(pick.path)} and {PREVIEW_IMAGES} augmented versions of it, as training sees them.")
     if st.button("Another image", icon=":material/shuffle:"):
         st.session_state[PREVIEW_SEED] += 1
         st.rerun()
@@ -114,7 +114,7 @@ def lr_finder(ds: Dataset, config: TrainConfig, problem: str | None) -> None:
     )
     if st.session_state.get(LR_JOB) is None and st.button("Find a learning rate", icon=":material/query_stats:"):
         if problem:
-            st.error(problem, icon=":material/error:")
+            session.error(problem, icon=":material/error:")
         else:
             tasks.start(LR_JOB, LR_FIND, {"config": config.to_dict()}, ds)
             st.session_state[LR_FINDING + "_for"] = {"image_size": config.image_size, "head": config.head}
@@ -124,7 +124,7 @@ def lr_finder(ds: Dataset, config: TrainConfig, problem: str | None) -> None:
         if snap.state == COMPLETED:
             st.session_state[LR_FINDING] = {**snap.result, **st.session_state.get(LR_FINDING + "_for", {})}
         elif snap.error:
-            st.error(snap.error, icon=":material/error:")
+            session.error(snap.error, icon=":material/error:")
     finding = st.session_state.get(LR_FINDING)
     if not finding:
         return

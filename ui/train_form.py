@@ -350,7 +350,7 @@ def choose_weights(kind: str) -> None:
 
 def weights_way_out(problem: str) -> None:
     """The problem, and the ways out as buttons right under it."""
-    st.error(problem, icon=":material/cloud_off:")
+    session.error(problem, icon=":material/cloud_off:")
     if st.session_state.get(key("weights")) != "imagenet":
         return
     c1, c2, _ = st.columns([1, 1, 2])
