@@ -363,3 +363,22 @@ def test_pruning_session_folders_leaves_saved_datasets(colour_zip, work_dir):
     workspace.prune()
     assert not session.exists()
     assert datasets.open_dataset(saved.id).report.total == 15
+
+
+def test_pruning_removes_only_the_session_folders_it_made(work_dir):
+    """A runs folder (or anything else) a user puts inside the work folder is never cleaned up, however old."""
+    long_ago = time.time() - 2 * workspace.MAX_AGE
+    mine = work_dir / "runs"
+    (mine / "20200101-000000-ants-abcd").mkdir(parents=True)
+    (mine / "20200101-000000-ants-abcd" / "model.keras").write_bytes(b"weights")
+    look_alike = work_dir / "abc999"  # named like a session, but not made by one
+    look_alike.mkdir()
+    (work_dir / "notes.txt").write_text("keep me")
+    fresh = workspace.session_dir("fresh1")
+    old = workspace.session_dir("old1")
+    for path in (mine, look_alike, old, work_dir / "notes.txt"):
+        os.utime(path, (long_ago, long_ago))
+    workspace.prune()
+    assert not old.exists() and fresh.is_dir()
+    assert (mine / "20200101-000000-ants-abcd" / "model.keras").read_bytes() == b"weights"
+    assert look_alike.is_dir() and (work_dir / "notes.txt").read_text() == "keep me"
