@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +67,20 @@ def claim_dir(path: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: readers on other sessions never see half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    """Write JSON atomically: readers on other sessions never see half a file, and two writers at once each
+    write a whole file of their own (a unique temporary name each) and the last one wins."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # as a plain write would make it: readable by the server's other processes
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path) -> Any:

@@ -161,3 +161,29 @@ def test_export_zip_holds_the_runs_files(tmp_path):
     assert names == {"r/model.keras", "r/classes.json", "r/config.json", f"r/{runs.MARKER}"}
     with pytest.raises(UserError):
         runs.export_zip(tmp_path / "nothing")
+
+
+def test_writers_of_one_json_file_at_once_never_clash_nor_leave_half_a_file(tmp_path):
+    import threading
+
+    from core.runs import read_json, write_json
+
+    target = tmp_path / "evaluation.json"
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(40):
+                write_json(target, {"writer": n, "i": i, "pad": "x" * 20000})
+                assert read_json(target)["pad"] == "x" * 20000  # whole, whoever wrote it
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert read_json(target)["i"] == 39
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation.json"]  # no temporary file left behind
