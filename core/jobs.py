@@ -73,6 +73,9 @@ COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED = "completed", "stopped", "fa
 FINISHED = (COMPLETED, STOPPED, FAILED, CANCELLED, INTERRUPTED)
 KIND_NAMES = {TRAIN: "training", LR_FIND: "learning-rate test", EVALUATE: "evaluation", SPEED: "speed test",
               LABEL_ISSUES: "label-error search", EXPORT: "export"}  # fmt: skip
+# The columns of a job a worker reports progress in (Store.write); the rest are set by the registry's own statements.
+PROGRESS_FIELDS = frozenset({"state", "stage", "done", "total", "eta", "epoch", "epochs", "batch", "batches",
+                             "path_reason", "phase2_start"})  # fmt: skip
 RUN_CHANGING = {EVALUATE: "evaluate", EXPORT: "export", LABEL_ISSUES: "check the labels of"}  # what they write
 _FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
 # The order of the line: oldest first, but a speed test (for a time estimate) after the work people asked for.
@@ -239,6 +242,12 @@ class Store:
         return row is None or bool(row["stop"])
 
     def write(self, job_id: str, fields: dict[str, Any], points: list[tuple[str, str]]) -> None:
+        """Record a job's progress: ``fields`` of PROGRESS_FIELDS (nothing else, so no key becomes SQL) and
+        points of its charts."""
+        unknown = set(fields) - PROGRESS_FIELDS
+        if unknown:
+            raise ValueError(f"Only progress fields may be written ({', '.join(sorted(PROGRESS_FIELDS))}). "
+                             f"Received: {', '.join(sorted(map(repr, unknown)))}")  # fmt: skip
         with db.connect(write=True, path=self.path) as con:
             if fields:
                 cols = ", ".join(f"{k} = ?" for k in fields)

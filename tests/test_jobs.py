@@ -253,3 +253,15 @@ def test_a_job_just_handed_to_ray_is_not_taken_for_gone_until_a_minute_has_passe
         assert recover() == [job.id]
     finally:
         jobs_module.ray_alive = saved
+
+
+def test_a_workers_progress_writes_only_progress_columns_never_sql_from_its_keys(new_registry, dataset):
+    job = new_registry(dispatch=False).submit(dataset, tiny_config())
+    store = jobs_module.Store(db.db_path())
+    store.write(job.id, {"stage": "reading", "done": 3, "total": 9}, [])
+    hostile = {"owner = 'mallory', state": "x", "owner": "mallory"}
+    for key, value in hostile.items():
+        with pytest.raises(ValueError, match="^Only progress fields may be written"):
+            store.write(job.id, {key: value}, [])
+    row = store.job(job.id)
+    assert row["owner"] == "" and row["stage"] == "reading" and (row["done"], row["total"]) == (3, 9)
