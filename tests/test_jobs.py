@@ -261,7 +261,7 @@ def test_a_workers_progress_writes_only_progress_columns_never_sql_from_its_keys
     store.write(job.id, {"stage": "reading", "done": 3, "total": 9}, [])
     hostile = {"owner = 'mallory', state": "x", "owner": "mallory"}
     for key, value in hostile.items():
-        with pytest.raises(ValueError, match="^Only progress fields may be written"):
+        with pytest.raises(ValueError, match=r"^Only progress fields may be written"):
             store.write(job.id, {key: value}, [])
     row = store.job(job.id)
     assert row["owner"] == "" and row["stage"] == "reading" and (row["done"], row["total"]) == (3, 9)
