@@ -152,6 +152,11 @@ def is_admin(user: str) -> bool:
     return trusted is not None and trusted in admins()
 
 
+def same_user(user: str, owner: str) -> bool:
+    """Whether ``user`` is the one who made what ``owner`` names (a guest is never anyone else's same user)."""
+    return bool(user) and bool(owner) and _same(str(user), str(owner))
+
+
 def _same(user: str, owner: str) -> bool:
     if user == owner:
         return True

@@ -189,6 +189,12 @@ def _extract_members(zf: zipfile.ZipFile, dest: Path, name: str, limits: Limits,
     for info, _ in files:
         if info.file_size > limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise _ratio_error(info, name, limits, info.file_size)
+    packed = sum(info.compress_size for info, _ in files)  # many small entries can be a bomb together
+    if declared > limits.ratio_floor_bytes and declared > limits.max_ratio * max(packed, 1):
+        raise UserError(
+            f"{name} expands more than {limits.max_ratio:.0f} times (the limit), from {human_size(packed)} to "
+            f"{human_size(declared)}; it may be a zip bomb."
+        )
     # folders are made even when nothing usable is extracted into them, so an empty class is reported, not lost
     for parts, info in sorted(folders.items()):
         _mkdir(_target(dest, parts, info), info)

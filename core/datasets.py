@@ -19,9 +19,15 @@ server is not a practical worry), so uploading the same zip twice, from any sess
 are the source of truth; the ``datasets`` table of the workspace database (core.db) indexes them for listing and
 remembers when each was last used. ``sync()`` rebuilds that table from the folders when the database was lost.
 
-Saved datasets share a disk budget, ``$CLASSIFIER_DATASETS_MB`` (default 20480, i.e. 20 GB): after a new dataset
-is saved, the least recently used others are removed until the total fits, except any that a queued or running
-job uses. Runs trained on a removed dataset keep working for Classify; evaluating them on it needs the zip again.
+**Space.** Only the images of a dataset are kept: a file that is not a usable image is listed in its report and
+never stored. Each person has a quota, ``$CLASSIFIER_QUOTA_MB`` (default 4096, i.e. 4 GB; everyone without sign-in
+shares one guest quota), and all saved datasets share a disk budget, ``$CLASSIFIER_DATASETS_MB`` (default 20480,
+i.e. 20 GB). Both are checked from the zip's declared sizes before anything is extracted, and again on the bytes
+really written. When a new dataset would overflow the budget, the least recently used datasets that the uploader
+may lose are removed — their own and guests', never another signed-in user's, never one a queued or running job
+uses; ``plan_save`` says which before anything is removed, and an upload that only another user's data could make
+room for is refused in words. Runs trained on a removed dataset keep working for Classify; evaluating them on it
+needs the zip again.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -54,6 +61,8 @@ VERSION = 1
 ID_LENGTH = 16
 BUDGET_ENV = "CLASSIFIER_DATASETS_MB"
 DEFAULT_BUDGET_MB = 20 * 1024
+QUOTA_ENV = "CLASSIFIER_QUOTA_MB"
+DEFAULT_QUOTA_MB = 4 * 1024
 MAX_NAME = 100
 # Jobs in these states are over; any other state (queued, running, stopping...) still needs its dataset's files.
 ACTIVE_JOB = (
@@ -71,6 +80,10 @@ class UnknownDataset(UserError):
 
 class Busy(UserError):
     """A queued or running job uses the dataset: it cannot be deleted now."""
+
+
+class NoRoom(UserError):
+    """Saving the dataset would go over the uploader's quota, or over the disk budget with nothing they may remove."""
 
 
 class InUse(UserError):
@@ -124,15 +137,25 @@ def zip_id(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:ID_LENGTH]
 
 
-def budget_bytes() -> int:
-    raw = os.environ.get(BUDGET_ENV, "").strip()
+def _megabytes(env: str, default: float) -> int:
+    raw = os.environ.get(env, "").strip()
     try:
-        mb = float(raw) if raw else DEFAULT_BUDGET_MB
+        mb = float(raw) if raw else default
     except ValueError:
         mb = -1
-    if mb <= 0:
-        raise UserError(f"{BUDGET_ENV} must be a positive number of megabytes (it is {raw!r}).")
+    if not 0 < mb < float("inf"):
+        raise UserError(f"{env} must be a positive number of megabytes (it is {raw!r}).")
     return int(mb * 1024**2)
+
+
+def budget_bytes() -> int:
+    """The disk space all saved datasets share ($CLASSIFIER_DATASETS_MB)."""
+    return _megabytes(BUDGET_ENV, DEFAULT_BUDGET_MB)
+
+
+def quota_bytes() -> int:
+    """The disk space one person's saved datasets may take ($CLASSIFIER_QUOTA_MB; guests share one)."""
+    return _megabytes(QUOTA_ENV, DEFAULT_QUOTA_MB)
 
 
 def _unknown(dataset_id: str) -> UnknownDataset:
@@ -230,6 +253,9 @@ def save_zip(
     folder = datasets_dir() / dataset_id
     created = False
     if not (folder / RECORD_FILE).is_file():
+        room = _plan(declared_bytes(path), owner)  # NoRoom before a byte is extracted
+        limits = limits or Limits()
+        limits = replace(limits, max_total_bytes=min(limits.max_total_bytes, room.allowed))  # and while streaming
         created = _extract(path, dataset_id, name, owner, progress, limits)
     try:
         _touch(folder, _read_record(folder))
@@ -237,7 +263,7 @@ def save_zip(
         raise _unknown(dataset_id) from None
     saved = _require(dataset_id)
     if created:
-        removed = fit_budget(keep=dataset_id)
+        removed = fit_budget(keep=dataset_id, owner=owner)
         saved = replace(saved, removed=tuple(r.name for r in removed))
     return saved
 
@@ -250,6 +276,7 @@ def _extract(path: Path, dataset_id: str, name: str, owner: str, progress, limit
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         ds = load_dataset(path, staging, limits, progress)
+        _keep_only_images(ds)
         ds.root.rename(staging / FILES)
         write_json(staging / DATASET_FILE, _dataset_json(ds, dataset_id))
         record = {
@@ -258,12 +285,7 @@ def _extract(path: Path, dataset_id: str, name: str, owner: str, progress, limit
             "bytes": 0, "added": time.time(), "added_by": owner,
         }  # fmt: skip
         record["bytes"] = _folder_bytes(staging)
-        budget = budget_bytes()
-        if record["bytes"] > budget:
-            raise UserError(
-                f"{ds.report.source} unpacks to {human_size(record['bytes'])}, more than the "
-                f"{human_size(budget)} this server keeps for all saved datasets ({BUDGET_ENV})."
-            )
+        _plan(record["bytes"], owner, keep=dataset_id)  # the real size, in case another upload took the room
         write_json(staging / RECORD_FILE, record)
         try:
             os.rename(staging, root / dataset_id)
@@ -274,6 +296,17 @@ def _extract(path: Path, dataset_id: str, name: str, owner: str, progress, limit
         return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
+
+
+def _keep_only_images(ds: Dataset) -> None:
+    """Remove every extracted file that is not one of the dataset's images (the report still lists the skipped
+    ones and why), so a zip padded with other files costs the server nothing."""
+    keep = {os.path.normpath(ds.root / it.path) for it in ds.items}
+    for dirpath, _, filenames in os.walk(ds.root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.normpath(path) not in keep:
+                os.unlink(path)
 
 
 def _dataset_json(ds: Dataset, dataset_id: str) -> dict:
@@ -487,20 +520,21 @@ def _remove(saved: SavedDataset) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def fit_budget(keep: str = "") -> list[SavedDataset]:
-    """Remove the least recently used datasets until all fit in the disk budget; return what was removed.
+def fit_budget(keep: str = "", owner: str = access.GUEST) -> list[SavedDataset]:
+    """Remove the least recently used datasets ``owner`` may lose (their own and guests') until all fit in the disk
+    budget; return what was removed.
 
-    Never removes ``keep`` (the dataset just saved) nor one that a queued or running job uses.
+    Never removes ``keep`` (the dataset just saved), another signed-in user's, nor one that a queued or running job
+    uses.
     """
     limit = budget_bytes()
-    with db.connect() as con:
-        rows = [_saved(r) for r in con.execute("SELECT * FROM datasets ORDER BY last_used, id")]
+    rows = _rows()
     total = sum(r.bytes for r in rows)
     removed = []
     for saved in rows:
         if total <= limit:
             break
-        if saved.id == keep:
+        if saved.id == keep or not _may_lose(owner, saved):
             continue
         try:
             _remove(saved)
@@ -514,3 +548,85 @@ def fit_budget(keep: str = "") -> list[SavedDataset]:
             saved.name, saved.id, human_size(saved.bytes), used, human_size(limit), BUDGET_ENV,
         )  # fmt: skip
     return removed
+
+
+# ---------------------------------------------------------------------------------------------- space
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    """What saving a zip takes: its size, the room it may use while extracting, and what it would remove."""
+
+    bytes: int  # what the zip unpacks to, by its headers (the images kept are at most this)
+    allowed: int  # the most bytes extraction may write: the quota's and the budget's room, after the removals
+    removes: tuple[SavedDataset, ...] = ()  # least recently used first
+    saved: SavedDataset | None = None  # the zip was saved before: nothing to extract, nothing removed
+
+
+def declared_bytes(path: str | os.PathLike) -> int:
+    """What the zip's headers say its files unpack to (read without extracting anything)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(info.file_size for info in zf.infolist() if not info.is_dir())
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+        raise UserError(f"{Path(path).name} is not a zip file or cannot be read.") from None
+
+
+def plan_save(path: str | os.PathLike, owner: str = access.GUEST) -> SavePlan:
+    """What ``save_zip(path, owner=owner)`` would take and remove, decided now and without extracting: a page
+    shows the removals before it saves.
+
+    Raises:
+        NoRoom: over the owner's quota, or more than the budget with what they may remove.
+        UserError: not a readable zip.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path.name} does not exist or is not a file; give a .zip file.")
+    found = get(zip_id(path))
+    if found is not None:
+        return SavePlan(found.bytes, 0, (), found)
+    return _plan(declared_bytes(path), owner)
+
+
+def _rows() -> list[SavedDataset]:
+    with db.connect() as con:
+        return [_saved(r) for r in con.execute("SELECT * FROM datasets ORDER BY last_used, id")]
+
+
+def _mine(owner: str, added_by: str) -> bool:
+    return owner == added_by or access.same_user(owner, added_by)
+
+
+def _may_lose(owner: str, saved: SavedDataset) -> bool:
+    """Whether an upload by ``owner`` may push ``saved`` out of the budget: only their own, or a guest's."""
+    return saved.added_by == access.GUEST or _mine(owner, saved.added_by)
+
+
+def _plan(need: int, owner: str, keep: str = "") -> SavePlan:
+    rows = [r for r in _rows() if r.id != keep]
+    quota, budget = quota_bytes(), budget_bytes()
+    used = sum(r.bytes for r in rows if _mine(owner, r.added_by))
+    whose = "your saved datasets take" if owner else "the datasets saved without sign-in take"
+    if used + need > quota:
+        raise NoRoom(
+            f"This dataset unpacks to {human_size(need)}, and {whose} {human_size(used)} of the "
+            f"{human_size(quota)} each person may keep ({QUOTA_ENV}): delete datasets you no longer need "
+            "on the Dataset page, or ask an admin for a larger quota."
+        )
+    with db.connect() as con:
+        busy = {r.id for r in rows if con.execute(ACTIVE_JOB, (r.id,)).fetchone()}
+    total, removes = sum(r.bytes for r in rows), []
+    for r in rows:
+        if total + need <= budget:
+            break
+        if r.id not in busy and _may_lose(owner, r):
+            removes.append(r)
+            total -= r.bytes
+    if total + need > budget:
+        raise NoRoom(
+            f"This dataset unpacks to {human_size(need)}, and the space this server keeps for saved datasets "
+            f"({human_size(budget)}, {BUDGET_ENV}) is taken by other people's datasets and running jobs: ask an "
+            "admin to make room."
+        )
+    return SavePlan(need, min(quota - used, budget - total), tuple(removes))

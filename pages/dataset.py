@@ -16,7 +16,7 @@ from core.dataset import human_size
 from core.images import thumbnail
 from core.sample import make_sample_zip
 from ui import charts, session
-from ui.datasets_views import ingest, label, manage, when, who
+from ui.datasets_views import ingest, label, manage, pending, when, who
 from ui.duplicates_views import duplicates_section
 from ui.session import (
     DATASET_KEY,
@@ -51,6 +51,7 @@ elif upload is not None and st.session_state.get(DATASET_KEY) != upload.file_id:
     target.parent.mkdir(exist_ok=True)
     target.write_bytes(upload.getbuffer())
     ingest(target, upload.file_id)
+pending()  # an upload that would remove least recently used datasets waits for the user to accept it
 
 ds = session.dataset()
 try:

@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import class_entries, make_zip
@@ -323,6 +324,67 @@ def test_a_zip_larger_than_the_whole_budget_is_refused(colour_zip, monkeypatch):
     monkeypatch.setenv("CLASSIFIER_DATASETS_MB", "lots")
     with pytest.raises(UserError, match="must be a positive number of megabytes"):
         datasets.save_zip(colour_zip)
+
+
+ANN, BOB = "https://id.example.com|ann", "https://id.example.com|bob"
+
+
+def padded_zip(tmp_path, name: str, pad_files: int = 60) -> Path:
+    """Six tiny images and ``pad_files`` zero-filled 1 MiB non-images: 68 KB zipped, 60 MiB unpacked."""
+    entries = {**class_entries(per_class=3), **{f"red/pad{i}.bin": bytes(1024**2) for i in range(pad_files)}}
+    return make_zip(tmp_path / name, entries)
+
+
+def test_files_that_are_not_images_are_never_stored(tmp_path):
+    entries = {**class_entries(per_class=3), "red/notes.txt": b"x" * 5000, "blue/broken.jpg": b"\xff\xd8 no"}
+    saved = datasets.save_zip(make_zip(tmp_path / "mixed.zip", entries))
+    files = datasets.datasets_dir() / saved.id / datasets.FILES
+    kept = sorted(str(p.relative_to(files)) for p in files.rglob("*") if p.is_file())
+    assert kept == sorted(k for k in class_entries(per_class=3))
+    report = datasets.open_dataset(saved.id).report
+    assert {s["file"] for s in report.skipped} >= {"red/notes.txt", "blue/broken.jpg"}  # still listed, and why
+
+
+def test_a_zip_of_small_zero_files_is_refused_as_a_bomb_before_extraction(tmp_path):
+    with pytest.raises(UserError, match=r"expands more than 200 times .* it may be a zip bomb\.$"):
+        datasets.save_zip(padded_zip(tmp_path, "pad.zip"))
+    assert folders() == [] and rows() == []
+
+
+def test_strangers_uploads_never_remove_a_signed_in_users_dataset(tmp_path, monkeypatch):
+    """Finding 1 of the access review: anonymous uploads pushed a signed-in user's dataset out of the budget."""
+    mine = datasets.save_zip(other_zip(tmp_path, "mine"), owner=ANN)
+    guest = datasets.save_zip(other_zip(tmp_path, "guest"))
+    with db.connect(write=True) as con:  # Ann's is the least recently used
+        con.execute("UPDATE datasets SET last_used = 1 WHERE id = ?", (mine.id,))
+    monkeypatch.setenv("CLASSIFIER_DATASETS_MB", str((mine.bytes + guest.bytes * 1.5) / 1024**2))
+    plan = datasets.plan_save(other_zip(tmp_path, "new"), datasets.access.GUEST)
+    assert [r.id for r in plan.removes] == [guest.id]  # said before anything is removed
+    assert datasets.exists(guest.id)
+    new = datasets.save_zip(other_zip(tmp_path, "new"))
+    assert new.removed == ("guest.zip",) and datasets.exists(mine.id)
+    # Bob, signed in, may push out the guest's, never Ann's: when that is not enough, he is refused in words.
+    with pytest.raises(datasets.NoRoom, match=r"taken by other people's datasets and running jobs: ask an admin"):
+        datasets.save_zip(other_zip(tmp_path, "bobs", per_class=10), owner=BOB)
+    assert datasets.exists(mine.id) and datasets.exists(new.id)  # refused before anything was removed
+    # Ann may: her own, the least recently used, goes first.
+    hers = datasets.save_zip(other_zip(tmp_path, "hers", per_class=10), owner=ANN)
+    assert hers.removed[0] == "mine.zip" and datasets.exists(hers.id)
+
+
+def test_each_person_has_a_quota_checked_before_extraction(tmp_path, monkeypatch):
+    first = datasets.save_zip(other_zip(tmp_path, "first"), owner=ANN)
+    monkeypatch.setenv("CLASSIFIER_QUOTA_MB", str(first.bytes * 1.5 / 1024**2))
+    with pytest.raises(datasets.NoRoom, match=r"your saved datasets take .* \(CLASSIFIER_QUOTA_MB\): delete datasets"):
+        datasets.save_zip(other_zip(tmp_path, "second"), owner=ANN)
+    assert sorted(folders()) == [first.id]  # nothing extracted, nothing removed
+    assert datasets.save_zip(other_zip(tmp_path, "bobs"), owner=BOB).added_by == BOB  # Bob has his own
+    with pytest.raises(datasets.NoRoom, match="the datasets saved without sign-in take"):
+        datasets.save_zip(other_zip(tmp_path, "g1"))  # guests share one quota...
+        datasets.save_zip(other_zip(tmp_path, "g2"))
+    monkeypatch.setenv("CLASSIFIER_QUOTA_MB", "0")
+    with pytest.raises(UserError, match="CLASSIFIER_QUOTA_MB must be a positive number of megabytes"):
+        datasets.save_zip(other_zip(tmp_path, "g3"))
 
 
 # ---------------------------------------------------------------------------------------------- the folders rule

@@ -286,3 +286,38 @@ def test_a_zip_with_its_own_split_says_where_validation_images_come_from(tmp_pat
     assert metrics(at)["Validation images"] == "from its val/ folder"
     counts = at.dataframe[1].value
     assert counts.to_dict()["val"] == {"blue": 2, "red": 2} and counts.to_dict()["total"] == {"blue": 6, "red": 6}
+
+
+def test_an_upload_that_needs_room_says_what_it_would_remove_before_removing_it(tmp_path, monkeypatch):
+    old = datasets.save_zip(make_zip(tmp_path / "old.zip", colour_entries(per_class=3)), name="old.zip")
+    monkeypatch.setenv("CLASSIFIER_DATASETS_MB", str(old.bytes * 1.6 / 1024**2))
+    at = open_app()
+    upload(at, "new.zip", zip_bytes(tmp_path, colour_entries(per_class=4), "new.zip"))
+    assert_clean(at)
+    [warning] = texts(at.warning)
+    assert "saving **new.zip**" in warning and "would remove the least recently used dataset" in warning
+    assert "**old.zip**" in warning and "saved by a guest" in warning
+    assert datasets.exists(old.id) and len(datasets.list_datasets()) == 1  # nothing saved, nothing removed yet
+
+    button(at, "Cancel").click().run()
+    assert_clean(at)
+    assert not at.warning and datasets.exists(old.id) and len(datasets.list_datasets()) == 1
+
+    upload(at, "new2.zip", zip_bytes(tmp_path, colour_entries(per_class=4), "new2.zip"))
+    button(at, "Save it and remove them").click().run()
+    assert_clean(at)
+    assert not datasets.exists(old.id)
+    assert [s.name for s in datasets.list_datasets()] == ["new2.zip"]
+    assert any("the least recently used were removed: old.zip." in m for m in texts(at.info))
+
+
+def test_an_upload_over_the_quota_is_refused_in_words_and_keeps_what_was_open(tmp_path, monkeypatch):
+    at = open_app()
+    upload(at, "first.zip", zip_bytes(tmp_path, colour_entries(per_class=3), "first.zip"))
+    first = at.session_state["dataset"]
+    monkeypatch.setenv("CLASSIFIER_QUOTA_MB", str(datasets.get(first).bytes * 1.2 / 1024**2))
+    upload(at, "second.zip", zip_bytes(tmp_path, colour_entries(per_class=4), "second.zip"))
+    assert_clean(at)
+    [error] = texts(at.error)
+    assert "CLASSIFIER" in error and "each person may keep" in error and "is still in use" in error
+    assert at.session_state["dataset"] == first and len(datasets.list_datasets()) == 1
