@@ -17,11 +17,13 @@ ui/share_views.py) and core knows nothing of addresses.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import math
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,38 @@ MAX_DAYS = 3650
 REMOVED = "This model was removed from the server: ask whoever shared it for a new link."
 INVALID = "This link is no longer valid: ask whoever shared it for a new one."
 EXPIRED = "This link has expired: ask whoever shared it for a new one."
+
+
+DEMO_RATE_ENV = "CLASSIFIER_DEMO_PER_MINUTE"
+DEMO_PER_MINUTE = 30  # answers one demo link gives a minute, whoever holds it: a visitor's cost stays bounded
+
+_uses: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+_uses_lock = threading.Lock()
+
+
+def demo_rate() -> int:
+    try:
+        return max(1, int(os.environ.get(DEMO_RATE_ENV) or DEMO_PER_MINUTE))
+    except ValueError:
+        return DEMO_PER_MINUTE
+
+
+def take_answer(run_id: str, now: float | None = None) -> float:
+    """Count one answer of the run's demo; 0.0 when it may answer now, else the seconds until it may.
+
+    A demo link reaches people outside the team: every holder of it together gets ``demo_rate()`` answers a
+    minute (a photo classified, or where the model looked), so no visitor can keep the server's CPU busy. The
+    count is this server process's (a restart forgets it, which only gives a minute's allowance again).
+    """
+    now = time.monotonic() if now is None else now
+    with _uses_lock:
+        window = _uses[run_id]
+        while window and now - window[0] >= 60:
+            window.popleft()
+        if len(window) >= demo_rate():
+            return max(0.1, 60 - (now - window[0]))
+        window.append(now)
+        return 0.0
 
 
 class ShareError(UserError):

@@ -9,6 +9,7 @@ from ui import charts, session
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
 MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
+MAX_FILES = 50  # images classified per page run: each one is decoded, classified and drawn in the server
 # Widget keys, one per image (its position and name appended)
 GRADCAM = "gradcam"
 GRADCAM_CLASS = "gradcam_class"
@@ -63,7 +64,14 @@ files = c1.file_uploader(
 top_k = c2.slider("Top classes to show", 1, max(1, min(10, len(run.classes))), min(3, len(run.classes)))
 photo = st.camera_input("Or take a photo") if c2.toggle("Use the camera") else None
 
-inputs = [(f.name, f.getvalue()) for f in files or []]
+files = files or []
+if len(files) > MAX_FILES:
+    st.warning(
+        f"You dropped {len(files)} images: this page classifies the first {MAX_FILES} at a time. For a whole folder, "
+        "use `python -m core predict RUN IMAGES… --json` on the server.",
+        icon=":material/filter_list:",
+    )
+inputs = [(f.name, f.getvalue()) for f in files[:MAX_FILES]]
 if photo is not None:
     inputs.append(("camera photo", photo.getvalue()))
 if not inputs:
@@ -103,7 +111,7 @@ if cams and run.config.weights == "none" and first_layer != layers[-1]:  # said 
 for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
     left, right = st.columns([1, 2])
     if not p.ok:
-        left.error(f"**{name}**: {p.error}", icon=":material/broken_image:")
+        left.error(f"**{session.escape(name)}**: {session.escape(p.error)}", icon=":material/broken_image:")
         continue
     left.image(data, caption=name, width="stretch")
     if p.sure:

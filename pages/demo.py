@@ -45,15 +45,22 @@ st.title(f"{session.escape(Path(info.dataset).stem.replace('_', ' ')) or 'Image'
 if about := model_card.purpose(info.path):
     st.markdown(session.escape(about))
 st.caption(
-    f"It tells apart {session.plural(len(info.classes), 'class', 'classes')}: {', '.join(info.classes)}. "
-    f"Model {info.id}."
+    f"It tells apart {session.plural(len(info.classes), 'class', 'classes')}: "
+    f"{session.escape(', '.join(info.classes))}. Model {info.id}."
 )
 
 upload = st.file_uploader("Choose a photo", key=UPLOAD, max_upload_size=MAX_IMAGE_MB)
 photo = st.camera_input("Take a photo", key=CAMERA) if st.toggle("Use the camera", key=CAMERA_ON) else None
 chosen = photo if photo is not None else upload
+wait = share.take_answer(info.id) if chosen is not None else 0.0
 if chosen is None:
     st.info("Choose a photo or take one: the model says what it sees.", icon=":material/photo_camera:")
+elif wait:
+    st.warning(
+        f"This demo is answering many photos right now (at most {share.demo_rate()} a minute): try again in "
+        f"{wait:.0f} seconds.",
+        icon=":material/hourglass_top:",
+    )
 else:
     from core.predict import load_run, predict  # here only: the model must answer, TensorFlow loads now
 
@@ -72,8 +79,8 @@ else:
             else:
                 st.markdown("## Not sure")
                 st.markdown(
-                    f"Best guess **{best}** at {confidence:.0%}: below this model's {p.threshold:.0%} threshold, "
-                    "under which its answers are not trusted."
+                    f"Best guess **{session.escape(best)}** at {confidence:.0%}: below this model's "
+                    f"{p.threshold:.0%} threshold, under which its answers are not trusted."
                 )
         st.altair_chart(charts.top_k(p.top), width="stretch")
         left, right = st.columns(2)  # side by side on a laptop, one under the other on a phone
@@ -83,7 +90,7 @@ else:
         ):
             right.image(
                 where_it_looked(str(info.path), info.finished, data, best), width="stretch",
-                caption=f"Where the model looked for {best} (as it saw the photo)",
+                caption=f"Where the model looked for {session.escape(best)} (as it saw the photo)",
             )  # fmt: skip
 
 with st.expander("About this model"):

@@ -76,3 +76,16 @@ def test_below_the_run_s_threshold_the_answer_is_not_sure_with_the_best_guesses(
     at = open_app("pages/classify.py")
     at.file_uploader[0].set_value([("red.jpg", photo, "image/jpeg")]).run()
     assert not any(m.startswith("**Not sure**") for m in texts(at.markdown))
+
+
+def test_more_images_than_the_page_takes_are_cut_to_the_first_ones_and_it_says_so(trained_run):
+    limit = 50  # pages/classify.py's MAX_FILES
+    copy_run(trained_run)
+    at = open_app("pages/classify.py")
+    photo = jpeg_bytes(COLORS["red"], seed=7)
+    at.file_uploader[0].set_value([(f"p{i}.jpg", photo, "image/jpeg") for i in range(limit + 3)]).run()
+    assert_clean(at)
+    assert len(at.dataframe[0].value) == limit
+    assert any(
+        f"You dropped {limit + 3} images: this page classifies the first {limit}" in w for w in texts(at.warning)
+    )

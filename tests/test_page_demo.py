@@ -86,6 +86,21 @@ def test_a_file_that_is_no_image_gets_a_sentence(trained_run):
     assert [e.label for e in at.expander] == ["About this model"]  # the rest of the page stays
 
 
+def test_a_busy_demo_asks_the_visitor_to_wait_instead_of_answering(trained_run, monkeypatch):
+    run = copy_run(trained_run)
+    share._uses.pop(run.name, None)  # this process's count of the run's answers, from other tests
+    monkeypatch.setenv(share.DEMO_RATE_ENV, "1")
+    at = open_demo(run.name, share.share(run))
+    at.file_uploader[0].set_value(("red.jpg", jpeg_bytes(COLORS["red"], seed=7), "image/jpeg")).run()
+    assert answer(at) in CLASSES
+    at.run()  # the same visitor again, or another one, within the minute
+    assert_clean(at)
+    assert not [m for m in texts(at.markdown) if m.startswith("## ")]
+    [busy] = texts(at.warning)
+    assert busy.startswith("This demo is answering many photos right now (at most 1 a minute): try again in ")
+    share._uses.pop(run.name, None)
+
+
 def test_a_link_to_a_deleted_run_says_the_model_was_removed(trained_run):
     from core.runs import delete_run
 

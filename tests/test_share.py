@@ -131,3 +131,14 @@ def test_a_damaged_share_file_shares_nothing_and_can_be_replaced(run):
         share.open_shared(run.name, "{not json")
     token = share.share(run)
     assert share.open_shared(run.name, token).id == run.name
+
+
+def test_a_demo_gives_a_bounded_number_of_answers_a_minute_whoever_asks(monkeypatch):
+    monkeypatch.setenv(share.DEMO_RATE_ENV, "3")
+    run_id = "20200101-000000-rate-0001"
+    assert [share.take_answer(run_id, now=100.0 + i) for i in range(3)] == [0.0, 0.0, 0.0]
+    assert share.take_answer(run_id, now=103.0) == pytest.approx(57.0)  # the first answer leaves the window at 160
+    assert share.take_answer("20200101-000000-other-0002", now=103.0) == 0.0  # another demo has its own
+    assert share.take_answer(run_id, now=160.0) == 0.0
+    monkeypatch.setenv(share.DEMO_RATE_ENV, "lots")
+    assert share.demo_rate() == share.DEMO_PER_MINUTE
