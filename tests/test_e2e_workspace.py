@@ -112,6 +112,19 @@ def test_reload_new_browser_jobs_view_and_stop(tmp_path):
                 expect(other).to_have_url(re.compile(f"job={job_id}"))
                 assert_no_traceback(other)
 
+                # Meanwhile a visitor uploads a zip bomb: a sentence for them, the training goes on for the owner.
+                before = epoch_shown(page)
+                bomb = make_zip(tmp_path / "bomb.zip", {**class_entries(per_class=2), "red/zeros.jpg": bytes(60 << 20)})
+                other.goto(app.url)
+                settle(other)
+                other.locator("input[type=file]").set_input_files(bomb)
+                expect(other.get_by_text("it may be a zip bomb")).to_be_visible()
+                assert_no_traceback(other)
+                expect(page.get_by_text(re.compile(rf"^Epoch (?!{before}/)\d+/500 · batch"))).to_be_visible(
+                    timeout=TRAIN_WAIT
+                )
+                assert not list((app.work / "datasets").glob("*/files/red/zeros.jpg"))
+
                 # Stop from the jobs view: it names the job and asks once.
                 nav(other, "Jobs")
                 card = other.locator(f".st-key-job_card_{job_id}")
