@@ -408,3 +408,25 @@ def test_a_damaged_workspace_database_is_one_line_and_exit_2(tmp_path):
     proc = run_cli("jobs", env_dir=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "workspace.db is damaged" in proc.stderr
+
+
+def test_cli_share_prints_a_new_expiring_link_once_and_unshare_withdraws_it(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    from core import share
+    from core.runs import RUNS_ENV
+
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    done = run_cli("share", run.name, "--expires", "7", env_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    address = done.stdout.strip()
+    assert address.startswith(f"?demo={run.name}&key=")
+    assert "stops working in 7 days" in done.stderr
+    key = address.split("&key=", 1)[1]
+    assert key not in (run / share.SHARE_FILE).read_text()  # only its hash is kept
+    assert share.open_shared(run.name, key).path == run and share.sharing(run).expires
+    assert run_cli("unshare", run.name, env_dir=tmp_path).returncode == 0
+    assert not (run / share.SHARE_FILE).exists()
+    assert_user_error(run_cli("share", "20990101-000000-nope-ffff", env_dir=tmp_path), "There is no run")
+    assert_user_error(run_cli("share", run.name, "--expires", "0", env_dir=tmp_path), "expires after 1 to")
