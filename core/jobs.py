@@ -23,6 +23,20 @@ The job's process writes its progress (at most every ``FLUSH_SECONDS``, at once 
 through a ``Store`` and checks for a stop after every batch. A job whose process has gone is marked failed (or
 *interrupted*, for a thread of a stopped server), saying how it ended; the model files of a run appear only once
 complete, so nothing half-made is ever listed. The job id of a training is also its run folder's name.
+
+Faults the dispatcher looks for every few seconds:
+
+* Silence. A job's process says it is alive every few seconds (``Heartbeat``: a thread of its own, so a long step
+  without progress still counts). One silent for ``$CLASSIFIER_HEARTBEAT_SECONDS`` (default 60) — a frozen
+  process, a Ray machine that vanished — is ended, marked failed in words, and its slot goes to the next job.
+* A stop not honoured. A job that has not taken up a stop within ``$CLASSIFIER_STOP_GRACE_SECONDS`` (default 30)
+  has its process ended: SIGTERM, then SIGKILL ``KILL_AFTER_SECONDS`` later (a Ray job's actor is killed). It ends
+  *interrupted*, saying so.
+* A process that died after saving its run but before recording its end: the run is complete and kept, and the
+  job ends *interrupted*, saying where the run is.
+
+Finished jobs older than ``PRUNE_DAYS`` are removed when the registry starts, except a training's whose run is
+still there (its charts are the run's); ``core.runs.delete_run`` removes a training's rows with its run.
 """
 
 from __future__ import annotations
@@ -63,6 +77,11 @@ MAX_BATCH_POINTS = 5000  # per-batch losses drawn in the chart; more are thinned
 FLUSH_SECONDS = 0.5  # progress reaches the database at most this often (and at once for what matters)
 STOP_POLL_SECONDS = 0.25  # how often a worker looks for a stop asked by another process
 RECENT_SECONDS = 24 * 3600  # finished jobs shown in the jobs view
+HEARTBEAT_ENV = "CLASSIFIER_HEARTBEAT_SECONDS"  # a job's process silent this long is taken for gone (default 60)
+STOP_GRACE_ENV = "CLASSIFIER_STOP_GRACE_SECONDS"  # a stop not taken up within this has its process ended (30)
+KILL_AFTER_SECONDS = 5.0  # a process still there this long after SIGTERM gets SIGKILL
+PRUNE_DAYS = 30  # finished jobs older than this are removed when the registry starts (a training's with its run)
+SERVER_STOPPED = "The server stopped while this job ran; nothing of it was saved."
 
 TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"  # kinds of job
 LABEL_ISSUES = "label_issues"
@@ -115,6 +134,7 @@ class JobSnapshot:
     result: Any = None
     epoch_logs: list[dict[str, float]] = field(default_factory=list)
     batch_losses: list[dict[str, float]] = field(default_factory=list)
+    last_seq: int = 0  # the newest of its chart points read (``JobRegistry.get(since=...)`` reads only newer ones)
 
     @property
     def finished(self) -> bool:
@@ -151,14 +171,20 @@ class JobSnapshot:
         return who.rsplit(":", 2)[0] if who.count(":") >= 2 else ""
 
 
-def _snapshot(row, points: list | None = None) -> JobSnapshot:
+def thin(losses: list[dict[str, float]]) -> list[dict[str, float]]:
+    """At most MAX_BATCH_POINTS of a chart's per-batch losses, evenly spread."""
+    if len(losses) <= MAX_BATCH_POINTS:
+        return losses
+    return losses[:: -(-len(losses) // MAX_BATCH_POINTS)]
+
+
+def _snapshot(row, points: list | None = None, since: int = 0) -> JobSnapshot:
     now = row["finished"] or time.time()
-    epoch_logs, batch_losses = [], []
+    epoch_logs, batch_losses, last_seq = [], [], since
     for p in points or ():
         (epoch_logs if p["kind"] == "epoch" else batch_losses).append(json.loads(p["data"]))
-    if len(batch_losses) > MAX_BATCH_POINTS:
-        step = -(-len(batch_losses) // MAX_BATCH_POINTS)
-        batch_losses = batch_losses[::step]
+        last_seq = max(last_seq, p["seq"])
+    batch_losses = thin(batch_losses)
     params = json.loads(row["params"])
     return JobSnapshot(
         id=row["id"], kind=row["kind"], state=row["state"], owner=row["owner"], dataset_id=row["dataset_id"],
@@ -170,7 +196,7 @@ def _snapshot(row, points: list | None = None) -> JobSnapshot:
         error=row["error"], path_reason=row["path_reason"], phase2_start=row["phase2_start"],
         stop_asked=bool(row["stop"]), restarted_as=row["restarted_as"], worker=row["worker"] or "",
         result=json.loads(row["result"]) if row["result"] else None, epoch_logs=epoch_logs,
-        batch_losses=batch_losses,
+        batch_losses=batch_losses, last_seq=last_seq,
     )  # fmt: skip
 
 
@@ -231,14 +257,26 @@ class Store:
         return dict(row) if row is not None else None
 
     def take(self, job_id: str, worker: str) -> bool:
-        """Record ``worker`` as the job's process, if the job is still waiting for one (not cancelled meanwhile)."""
+        """Record ``worker`` as the job's process, if the job is still waiting for one (not cancelled meanwhile);
+        its first heartbeat."""
         with db.connect(write=True, path=self.path) as con:
-            return bool(con.execute("UPDATE jobs SET worker = ? WHERE id = ? AND state = ?",
-                                    (worker, job_id, STARTING)).rowcount)  # fmt: skip
+            return bool(con.execute("UPDATE jobs SET worker = ?, heartbeat = ? WHERE id = ? AND state = ?",
+                                    (worker, time.time(), job_id, STARTING)).rowcount)  # fmt: skip
+
+    def beat(self, job_id: str) -> None:
+        """The job's process is alive now (the time is this machine's: the one the dispatcher compares with)."""
+        with db.connect(write=True, path=self.path) as con:
+            con.execute(f"UPDATE jobs SET heartbeat = ? WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
+                        (time.time(), job_id))  # fmt: skip
 
     def stop_asked(self, job_id: str) -> bool:
+        """Whether a stop was asked for; the first time one is seen, the records say it was taken up (stop = 2), so
+        that the dispatcher leaves the process to wind down (save the model so far) instead of ending it."""
         with db.connect(path=self.path) as con:
             row = con.execute("SELECT stop FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is not None and row["stop"] == 1:
+            with db.connect(write=True, path=self.path) as con:
+                con.execute("UPDATE jobs SET stop = 2 WHERE id = ? AND stop = 1", (job_id,))
         return row is None or bool(row["stop"])
 
     def write(self, job_id: str, fields: dict[str, Any], points: list[tuple[str, str]]) -> None:
@@ -258,13 +296,15 @@ class Store:
             )
 
     def finish(self, job_id: str, kind: str, state: str, error: str | None, metrics: dict, result: Any) -> None:
+        """Record the job's end, unless it has one already (its process was taken for gone and ended)."""
         with db.connect(write=True, path=self.path) as con:
-            con.execute(
-                "UPDATE jobs SET state = ?, error = ?, metrics = ?, result = ?, finished = ? WHERE id = ?",
+            ended = con.execute(
+                "UPDATE jobs SET state = ?, error = ?, metrics = ?, result = ?, finished = ? "
+                f"WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
                 (state, error, json.dumps(metrics), json.dumps(result) if result is not None else None, time.time(),
                  job_id),
-            )  # fmt: skip
-            if state in (COMPLETED, STOPPED) and kind == TRAIN:
+            ).rowcount  # fmt: skip
+            if ended and state in (COMPLETED, STOPPED) and kind == TRAIN:
                 runs.index_run(con, job_id)
 
 
@@ -288,6 +328,42 @@ class StopFlag(threading.Event):
             if self.store.stop_asked(self.job_id):
                 self.set()
         return super().is_set()
+
+
+def heartbeat_seconds() -> float:
+    """How long a running job's process may stay silent before it is taken for gone."""
+    return float(os.environ.get(HEARTBEAT_ENV) or 60)
+
+
+def stop_grace_seconds() -> float:
+    """How long a running job has to take up a stop before its process is ended."""
+    return float(os.environ.get(STOP_GRACE_ENV) or 30)
+
+
+class Heartbeat:
+    """A thread of the job's process that tells the records it is alive, several times per silence limit and at
+    least every 5 s, whatever the job is doing (a long step without progress, a model being saved)."""
+
+    def __init__(self, store: Store, job_id: str):
+        self.store, self.job_id = store, job_id
+        self.interval = max(0.1, min(5.0, heartbeat_seconds() / 4))
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                self.store.beat(self.job_id)
+            except Exception:  # the records did not answer this once: the next beat tries again
+                log.warning("job %s: no heartbeat could be recorded", self.job_id, exc_info=True)
 
 
 class JobWriter:
@@ -446,9 +522,10 @@ def run_job(
     writer, stop = JobWriter(store, job_id), stop or StopFlag(store, job_id)
     state, error, metrics, result = FAILED, None, {}, None
     try:
-        dataset = _open_dataset(row["dataset_id"], touch=local)
-        state, metrics, result = _work(row["kind"], json.loads(row["params"]), dataset, job_id, row["owner"],
-                                       writer, stop)  # fmt: skip
+        with Heartbeat(store, job_id):
+            dataset = _open_dataset(row["dataset_id"], touch=local)
+            state, metrics, result = _work(row["kind"], json.loads(row["params"]), dataset, job_id, row["owner"],
+                                           writer, stop)  # fmt: skip
     except Cancelled:
         state = CANCELLED
     except UserError as exc:
@@ -564,18 +641,19 @@ class JobRegistry:
 
     # -- reading
 
-    def get(self, job_id: str, points: bool = True) -> JobSnapshot | None:
+    def get(self, job_id: str, points: bool = True, since: int = 0) -> JobSnapshot | None:
+        """The job now, with its chart points (``points=False``: none); ``since``: only the points after that
+        ``last_seq`` of an earlier snapshot (a live view adds them to those it has)."""
         self._ensure_started()
         with db.connect() as con:
             row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            pts = (
-                con.execute("SELECT kind, data FROM job_points WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
-                if points
-                else None
-            )
-        return _snapshot(row, pts)
+            pts = None
+            if points:
+                pts = con.execute("SELECT seq, kind, data FROM job_points WHERE job_id = ? AND seq > ? ORDER BY seq",
+                                  (job_id, since)).fetchall()  # fmt: skip
+        return _snapshot(row, pts, since)
 
     def jobs(self, recent: float | None = RECENT_SECONDS) -> list[JobSnapshot]:
         """Queued and running jobs, and those finished within ``recent`` seconds (all when None); newest first."""
@@ -626,7 +704,9 @@ class JobRegistry:
             return
         access.check(user, snap.owner, f"stop the {snap.label} {job_id}")
         with db.connect(write=True) as con:
-            con.execute("UPDATE jobs SET stop = 1 WHERE id = ?", (job_id,))
+            # stop = 1 until the job's process takes it up (2); the time starts the grace before it is ended
+            con.execute("UPDATE jobs SET stop = max(stop, 1), stop_time = coalesce(stop_time, ?) WHERE id = ?",
+                        (time.time(), job_id))  # fmt: skip
             con.execute(
                 "UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state = ?",
                 (CANCELLED, time.time(), job_id, QUEUED),
@@ -647,6 +727,10 @@ class JobRegistry:
             with self._cond:
                 if path not in self._recovered:
                     recover(path)
+                    try:
+                        prune(path)
+                    except UserError:  # housekeeping: the jobs can be read and run without it
+                        log.warning("old jobs could not be pruned", exc_info=True)
                     self._recovered.add(path)
         if self.dispatch and not self._closed and (self._dispatcher is None or not self._dispatcher.is_alive()):
             with self._cond:
@@ -696,10 +780,9 @@ class JobRegistry:
             except UserError:
                 log.warning("the workspace database cannot be read; retrying", exc_info=True)
                 job_id = None
-            if job_id is None and time.monotonic() - self._last_check > 5 and path.exists():
+            if job_id is None and time.monotonic() - self._last_check > _check_seconds() and path.exists():
                 self._last_check = time.monotonic()
-                with contextlib.suppress(UserError):
-                    recover(path)  # a worker of an earlier server that died since: say so
+                self._check(path)
             if job_id is None:
                 self._keep_warm()
                 with self._cond:
@@ -714,6 +797,35 @@ class JobRegistry:
                 flag = self._stops[job_id] = StopFlag(path, job_id)
                 threading.Thread(target=self._run, args=(path, job_id, flag), name=f"job-{job_id}",
                                  daemon=True).start()  # fmt: skip
+
+    def _check(self, path: Path) -> None:
+        """Look for jobs whose process died, went silent, or has not taken up a stop (see the module's text)."""
+        try:
+            recover(path)  # a worker of an earlier server that died since: say so
+            silent(path, end=lambda job_id, worker: self._signal(job_id, worker, signal.SIGKILL))
+            for job_id, worker, waited in unstopped(path):
+                late = waited >= stop_grace_seconds() + KILL_AFTER_SECONDS
+                self._signal(job_id, worker, signal.SIGKILL if late else signal.SIGTERM)
+        except UserError:
+            log.warning("the workspace database cannot be read; its jobs are checked again later", exc_info=True)
+
+    def _signal(self, job_id: str, worker: str, sig: int) -> None:
+        """End a job's process: SIGTERM (and SIGCONT, should it be paused) or SIGKILL to a process of this machine,
+        a kill of its actor on a Ray cluster. A process this one cannot reach is left alone."""
+        if worker.startswith(RAY_PREFIX):
+            executor = self._connect_ray() if self.executor == RAY else None
+            if executor is not None:
+                executor.kill(job_id)
+            return
+        pid = _local_pid(worker)
+        if pid is None:
+            return
+        log.warning("job %s: ending its process %s with %s", job_id, pid, signal.Signals(sig).name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            send = os.killpg if os.getpgid(pid) == pid else os.kill  # a worker leads a session: its children too
+            send(pid, sig)
+            if sig == signal.SIGTERM:
+                send(pid, signal.SIGCONT)
 
     def _spawn(self, path: Path, job_id: str) -> None:
         """Run the job in a process of its own (``core.worker``), in a session of its own: a signal meant for the
@@ -839,16 +951,42 @@ def _exit_words(code: int) -> str:
 
 
 def ended_unexpectedly(path: Path, job_id: str, how: str) -> None:
-    """Mark a job whose process ended without recording its end as failed, saying how it ended."""
+    """Mark a job whose process ended without recording its end as failed (or interrupted: see ``_ending``),
+    saying how it ended."""
     with db.connect(write=True, path=path) as con:
-        row = con.execute("SELECT kind FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        what = KIND_NAMES.get(row["kind"], "job") if row else "job"
-        con.execute(
-            f"UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
-            (FAILED, time.time(), f"The {what} process ended unexpectedly: {how}. Nothing of it was saved.",
-             job_id),
-        )  # fmt: skip
-    _remove_partial(job_id, row["kind"] if row else "")
+        row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row["state"] in FINISHED:
+            return
+        _record_end(con, row, *_ending(row, how))
+    _remove_partial(job_id, row["kind"])
+
+
+def _ending(row, how: str | None) -> tuple[str, str]:
+    """How a job whose process ended without recording its end is recorded: its state and a sentence.
+
+    A training whose run was saved whole is *interrupted* and says where its run is (the process died between its
+    last file and its end); so is one that ran in a thread of a server that stopped, and one whose stop was not
+    taken up in time and whose process was ended for it; any other is *failed*.
+    """
+    what = KIND_NAMES.get(row["kind"], "job")
+    ended = f"ended unexpectedly: {how}" if how else "ended unexpectedly"
+    if row["kind"] == TRAIN and runs.find_run(row["id"]) is not None:
+        return INTERRUPTED, (f"The {what} process {ended}, after its model was saved but before it recorded its "
+                             f"end: the run {row['id']} is complete, on the Runs page.")  # fmt: skip
+    if (row["worker"] or "").startswith(THREAD_PREFIX):  # it ran inside a web server that has stopped
+        return INTERRUPTED, SERVER_STOPPED
+    grace = stop_grace_seconds()
+    if row["stop"] == 1 and row["stop_time"] and time.time() - row["stop_time"] >= grace:
+        return INTERRUPTED, (f"Stopped by ending its process: the {what} did not take up the stop within {grace:g} s. "
+                             "Nothing of it was saved.")  # fmt: skip
+    return FAILED, f"The {what} process {ended}. Nothing of it was saved."
+
+
+def _record_end(con, row, state: str, error: str) -> None:
+    con.execute(f"UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state NOT IN {_FINISHED_SQL}",
+                (state, time.time(), error, row["id"]))  # fmt: skip
+    if state == INTERRUPTED and row["kind"] == TRAIN:
+        runs.index_run(con, row["id"])  # a run saved whole is listed (a missing one is not)
 
 
 def _remove_partial(job_id: str, kind: str) -> None:
@@ -865,6 +1003,11 @@ def _starting_on_ray(row) -> bool:
     return worker.startswith(RAY_PREFIX) and "@" not in worker and time.time() - (row["started"] or 0) < 60
 
 
+def _running_rows(con, where: str = "1", args: tuple = ()) -> list:
+    return con.execute(f"SELECT * FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ? AND {where}",
+                       (QUEUED, *args)).fetchall()  # fmt: skip
+
+
 def recover(path: Path | None = None) -> list[str]:
     """Mark jobs whose process has gone as interrupted (a server restart, a crash); returns their ids.
 
@@ -873,22 +1016,96 @@ def recover(path: Path | None = None) -> list[str]:
     path = path or db.db_path()
     if not path.exists():
         return []
+    with db.connect(path=path) as con:  # read first: the write lock is taken only when there is something to do
+        gone = [r for r in _running_rows(con) if not _starting_on_ray(r) and not worker_alive(r["worker"])]
+    if not gone:
+        return []
     with db.connect(write=True, path=path) as con:
-        rows = con.execute(
-            f"SELECT id, kind, worker, started FROM jobs WHERE state NOT IN {_FINISHED_SQL} AND state != ?", (QUEUED,)
-        ).fetchall()
-        gone = [r for r in rows if not _starting_on_ray(r) and not worker_alive(r["worker"])]
         for r in gone:
-            if (r["worker"] or "").startswith(THREAD_PREFIX):  # it ran inside a web server that has stopped
-                state, error = INTERRUPTED, "The server stopped while this job ran; nothing of it was saved."
-            else:
-                what = KIND_NAMES.get(r["kind"], "job")
-                state, error = FAILED, f"The {what} process ended unexpectedly. Nothing of it was saved."
-            con.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
-                        (state, time.time(), error, r["id"]))  # fmt: skip
+            _record_end(con, r, *_ending(r, None))
     for r in gone:
         _remove_partial(r["id"], r["kind"])
     return [r["id"] for r in gone]
+
+
+def _ago(seconds: float) -> str:
+    """'45 s', '2 min', '3 h' (how long ago, roughly)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def silent(path: Path, end: Callable[[str, str], None] | None = None) -> list[str]:
+    """Mark running jobs whose process has not said it is alive for ``heartbeat_seconds()`` as failed, in words,
+    and end that process (``end(job_id, worker)``), which may be stuck rather than gone; returns their ids. Their
+    slots are free again."""
+    now = time.time()
+    with db.connect(path=path) as con:
+        rows = _running_rows(con, "heartbeat < ?", (now - heartbeat_seconds(),))
+    marked = []
+    for r in rows:
+        again = "restart it from the Jobs page" if r["kind"] == TRAIN else f"start the {KIND_NAMES[r['kind']]} again"
+        error = (f"The worker running this job stopped answering (last heard from {_ago(now - r['heartbeat'])} "
+                 f"ago): {again}.")  # fmt: skip
+        try:
+            with db.connect(write=True, path=path) as con:
+                if not con.execute(f"UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND heartbeat = ? "
+                                   f"AND state NOT IN {_FINISHED_SQL}",
+                                   (FAILED, now, error, r["id"], r["heartbeat"])).rowcount:  # fmt: skip
+                    continue  # it spoke (or ended) in the meantime
+        except db.WorkspaceError:  # a process frozen inside a write holds the lock: ended first, marked next time
+            if end is not None:
+                end(r["id"], r["worker"] or "")
+            raise
+        log.warning("job %s: its worker %s has been silent since %s", r["id"], r["worker"], r["heartbeat"])
+        if end is not None:
+            end(r["id"], r["worker"] or "")
+        _remove_partial(r["id"], r["kind"])
+        marked.append(r["id"])
+    return marked
+
+
+def unstopped(path: Path) -> list[tuple[str, str, float]]:
+    """Running jobs asked to stop more than ``stop_grace_seconds()`` ago whose process has not taken the stop up:
+    (job id, its worker, seconds since the stop). Only jobs whose own process has taken them (and beaten once): the
+    worker named before is the dispatcher's."""
+    now = time.time()
+    with db.connect(path=path) as con:
+        rows = _running_rows(con, "stop = 1 AND stop_time < ? AND heartbeat IS NOT NULL", (now - stop_grace_seconds(),))
+    return [(r["id"], r["worker"] or "", now - r["stop_time"]) for r in rows]
+
+
+def prune(path: Path, days: float = PRUNE_DAYS) -> int:
+    """Remove finished jobs older than ``days`` and their chart points, except a training's whose run is still
+    there; returns how many."""
+    before = time.time() - days * 24 * 3600
+    with db.connect(path=path) as con:
+        rows = con.execute(f"SELECT id, kind FROM jobs WHERE state IN {_FINISHED_SQL} AND "
+                           "coalesce(finished, created) < ?", (before,)).fetchall()  # fmt: skip
+    old = [(r["id"],) for r in rows if r["kind"] != TRAIN or not (runs.runs_dir() / r["id"]).is_dir()]
+    if old:
+        with db.connect(write=True, path=path) as con:
+            con.executemany("DELETE FROM job_points WHERE job_id = ?", old)
+            con.executemany("DELETE FROM jobs WHERE id = ?", old)
+    return len(old)
+
+
+def _check_seconds() -> float:
+    """How often the dispatcher looks for faults: several times within the shortest of its limits."""
+    return max(0.2, min(5.0, heartbeat_seconds() / 4, stop_grace_seconds() / 4))
+
+
+def _local_pid(worker: str) -> int | None:
+    """The pid of a job's own process on this machine, while it runs; None for a thread of a server, a Ray job, a
+    process elsewhere or one that has ended."""
+    if not worker or worker.startswith((THREAD_PREFIX, RAY_PREFIX)) or worker.count(":") < 2:
+        return None
+    host, pid, _ = worker.rsplit(":", 2)
+    if host != socket.gethostname() or int(pid) == os.getpid() or not worker_alive(worker):
+        return None
+    return int(pid)
 
 
 _registry: JobRegistry | None = None

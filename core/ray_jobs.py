@@ -2,6 +2,7 @@
 
     executor = RayExecutor("10.0.0.5:6379")     # connects this process (the web server) to the cluster
     executor.start(db_path, job_id)             # the claimed job runs on some machine of the cluster
+    executor.kill(job_id)                       # its actor ended at once (a stop not taken up, a silent worker)
 
 Each job is a detached Ray actor of its own, asking for one CPU and, when the cluster has GPUs, for
 ``$CLASSIFIER_RAY_GPUS`` of them (default 1; more let one job train on several GPUs of one machine). Detached: it
@@ -10,8 +11,10 @@ outlives a restart of the web server, which finds it again by its name. It runs 
 
 What must be shared: the datasets and runs folders, at the same path on every machine (a shared mount of the
 workspace folder). The workspace database is *not* opened from other machines: SQLite's write-ahead log works only
-between processes of one machine. Progress, stops and results travel through a small relay actor that Ray keeps on
-the web server's machine, next to the database file, and that reads and writes it there.
+between processes of one machine. Progress, stops, heartbeats and results travel through a small relay actor that
+Ray keeps on the web server's machine, next to the database file, and that reads and writes it there (a heartbeat is
+stamped with that machine's clock). A job whose actor went silent, or did not take up a stop in time, has its actor
+killed (``RayExecutor.kill``).
 
 The project's ``core`` package is shipped to the workers by Ray (``py_modules``); the machines need the same Python
 packages (``make setup``, then ``ray start`` from the project's virtual environment: README, "Ray cluster").
@@ -70,7 +73,7 @@ class Relay:
         self.store, self.folders = jobs.Store(Path(path)), folders
 
     def call(self, method: str, *args: Any) -> Any:
-        if method not in ("job", "take", "stop_asked", "write", "finish"):
+        if method not in ("job", "take", "beat", "stop_asked", "write", "finish"):
             raise ValueError(f"Unknown store method. Received: method={method!r}")
         return getattr(self.store, method)(*args)
 
@@ -96,6 +99,9 @@ class RemoteStore(jobs.Store):
 
     def take(self, job_id, worker):
         return self._call("take", job_id, worker)
+
+    def beat(self, job_id):
+        self._call("beat", job_id)
 
     def stop_asked(self, job_id):
         return self._call("stop_asked", job_id)
@@ -290,6 +296,23 @@ class RayExecutor:
             jobs.ended_unexpectedly(path, job_id, how or "its Ray worker ended without a word")
         if on_end:
             on_end()
+
+    def kill(self, job_id: str) -> bool:
+        """End the job's actor at once, wherever it runs (Ray's equivalent of SIGKILL: a stop it did not take up, a
+        worker that went silent); False when there is none. Its end is recorded by whoever waits for it, or by the
+        next look for jobs whose process has gone."""
+        import ray
+
+        try:
+            actor = ray.get_actor(_job_actor_name(job_id), namespace=NAMESPACE)
+        except ValueError:
+            return False
+        except Exception:  # the cluster does not answer: the next look tries again
+            log.warning("job %s: its Ray actor could not be reached to end it", job_id, exc_info=True)
+            return False
+        log.warning("job %s: ending its Ray actor", job_id)
+        ray.kill(actor, no_restart=True)
+        return True
 
     def alive(self, job_id: str) -> bool:
         """Whether the job's actor still exists (one this process started is, until its end has been seen: a new

@@ -5,6 +5,11 @@ records itself as the job's process, runs it (progress, stops and the result all
 database) and exits, so TensorFlow's memory goes back to the system. A crash or an out-of-memory kill ends this
 process only; the web server and other jobs go on, and the dispatcher says what happened in words.
 
+While the job runs, a thread of this process records a heartbeat every few seconds (``core.jobs.Heartbeat``): a
+worker frozen or stuck past ``$CLASSIFIER_HEARTBEAT_SECONDS`` is ended by the dispatcher and its job failed in words.
+SIGTERM keeps its default meaning here (the process ends at once, even inside a long step): the dispatcher sends it
+when a stop is not taken up within ``$CLASSIFIER_STOP_GRACE_SECONDS``, and SIGKILL a few seconds later.
+
 ``--warm``: a worker started ahead of time. It loads TensorFlow and the training code at once, then waits for one
 line on its standard input, ``{"db": ..., "job": ..., "env": {...}}``, and runs that job as above; the few seconds
 TensorFlow takes to load are then paid before anyone presses Train. When its input closes first (the dispatcher
@@ -17,6 +22,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import sys
 from pathlib import Path
 
@@ -64,9 +70,17 @@ def warm() -> int:
     return work(Path(order["db"]), order["job"])
 
 
+def default_sigterm() -> None:
+    """SIGTERM ends this process at once, whatever the server that started it did with the signal (an ignored or
+    blocked signal is inherited across exec)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     lower_priority()
+    default_sigterm()
     if argv[:1] == ["--warm"]:  # (the workspace it is started for follows, for the process list only)
         return warm()
     return work(Path(argv[0]), argv[1])

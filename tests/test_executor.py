@@ -1,18 +1,22 @@
 """Jobs in processes of their own (CLASSIFIER_EXECUTOR=process): a real training in another process, its progress,
-a stop within one batch, and a worker killed with SIGKILL reported in words while the dispatcher lives on."""
+a stop within one batch, a worker killed with SIGKILL reported in words while the dispatcher lives on, a frozen
+worker found by its silent heartbeat, and a stop the worker does not take up escalated to SIGTERM, then SIGKILL."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 from conftest import class_entries, make_zip, tiny_config
+from processes import freeze
 
-from core import db, runs
+from core import db, jobs, runs
 from core.datasets import open_dataset, save_zip
-from core.jobs import COMPLETED, FAILED, PROCESS, STOPPED, JobRegistry
+from core.jobs import COMPLETED, FAILED, INTERRUPTED, PROCESS, STOPPED, JobRegistry, worker_alive, worker_id
 
 TIMEOUT = 600
 
@@ -54,7 +58,9 @@ def test_a_training_runs_in_a_process_of_its_own_and_lands_its_run(reg, dataset)
     assert run is not None and run.owner == "ann@example.com" and run.dataset_id == dataset.id
 
 
-def test_a_stop_ends_the_worker_s_training_after_its_batch_and_keeps_the_model(reg, dataset):
+def test_a_stop_ends_the_worker_s_training_after_its_batch_and_keeps_the_model(reg, dataset, monkeypatch):
+    # A worker that has taken up the stop is left to save its model, however much longer than the grace that takes.
+    monkeypatch.setenv(jobs.STOP_GRACE_ENV, "1")
     job = reg.submit(dataset, tiny_config(epochs=400), name="long")
     wait_for_epochs(reg, job.id)
     reg.stop(job.id)
@@ -100,3 +106,81 @@ def test_a_warm_worker_waits_with_tensorflow_loaded_takes_the_next_job_and_exits
     finally:
         reg.close()
     assert spare.wait(timeout=60) == 0  # let go without a job: it ends by itself
+
+
+def wait_gone(worker: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while worker_alive(worker):
+        assert time.monotonic() < deadline, f"{worker} still runs"
+        time.sleep(0.1)
+
+
+def test_a_frozen_worker_is_failed_in_words_once_silent_and_the_next_job_gets_its_slot(reg, dataset, monkeypatch):
+    monkeypatch.setenv(jobs.HEARTBEAT_ENV, "5")  # (the workers beat every 1.25 s)
+    job = reg.submit(dataset, tiny_config(epochs=400), name="frozen")
+    after = reg.submit(dataset, tiny_config(epochs=1), name="after")
+    wait_for_epochs(reg, job.id)
+    with db.connect() as con:
+        worker = con.execute("SELECT worker FROM jobs WHERE id = ?", (job.id,)).fetchone()["worker"]
+    freeze(worker_pid(job.id))  # alive to the system, silent to the records
+    done = reg.wait(job.id, timeout=TIMEOUT)
+    assert done.state == FAILED
+    assert done.error.startswith("The worker running this job stopped answering (last heard from ")
+    assert done.error.endswith(" s ago): restart it from the Jobs page.")
+    wait_gone(worker)  # ended, not left frozen beside the next job
+    assert not (runs.runs_dir() / job.id).exists()
+    assert reg.wait(after.id, timeout=TIMEOUT).state == COMPLETED, reg.get(after.id).error
+
+
+def test_a_stop_a_frozen_worker_cannot_take_up_ends_its_process_and_says_so(reg, dataset, monkeypatch):
+    monkeypatch.setenv(jobs.STOP_GRACE_ENV, "1")
+    job = reg.submit(dataset, tiny_config(epochs=400), name="stuck")
+    wait_for_epochs(reg, job.id)
+    freeze(worker_pid(job.id))  # as in a long step: no batch ends, so no stop is seen
+    reg.stop(job.id)
+    assert reg.get(job.id, points=False).stopping  # the page says "Stopping…" at once
+    done = reg.wait(job.id, timeout=TIMEOUT)
+    assert done.state == INTERRUPTED
+    assert done.error == (
+        "Stopped by ending its process: the training did not take up the stop within 1 s. Nothing of it was saved."
+    )
+    assert runs.find_run(job.id) is None and not (runs.runs_dir() / job.id).exists()
+
+
+STUBBORN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: print("TERM", flush=True))  # a process that does not end on SIGTERM
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_process_that_outlives_sigterm_gets_sigkill(monkeypatch):
+    monkeypatch.setenv(jobs.STOP_GRACE_ENV, "1")
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        with db.connect(write=True) as con:  # a job whose worker is that process, asked to stop a while ago
+            con.execute(
+                "INSERT INTO jobs (id, kind, state, owner, params, created, started, worker, heartbeat, stop, "
+                "stop_time) VALUES ('speed-stubborn', 'speed', 'working', '', '{}', ?, ?, ?, ?, 1, ?)",
+                (time.time(), time.time(), worker_id(proc.pid), time.time(), time.time() - 2),
+            )
+        reg = JobRegistry(max_running=1, executor=PROCESS, warm=False)
+        try:
+            reg.jobs()  # its dispatcher starts, and looks after the jobs that run
+            assert proc.wait(timeout=TIMEOUT) == -signal.SIGKILL
+            assert proc.stdout.read().startswith("TERM\n")  # SIGTERM came first
+            done = reg.wait("speed-stubborn", timeout=TIMEOUT)
+        finally:
+            reg.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert done.state == INTERRUPTED
+    assert done.error == (
+        "Stopped by ending its process: the speed test did not take up the stop within 1 s. Nothing of it was saved."
+    )

@@ -1,6 +1,7 @@
 """Jobs on a real local Ray cluster (``ray start --head --num-cpus 2``, started here): a tiny training lands a run that
 loads and predicts like the same training on this machine, a stop is honoured, a machine that cannot see the
-shared folders says so, and an unreachable cluster is reported in words without a wait of minutes."""
+shared folders says so, an unreachable cluster is reported in words without a wait of minutes, a Ray worker that
+goes silent is failed in words and its slot freed, and a stop it cannot take up ends its actor."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import class_entries, make_zip, tiny_config
+from processes import freeze
 
 from core import db, jobs, ray_jobs, runs
 from core.datasets import open_dataset, save_zip
-from core.jobs import COMPLETED, FAILED, PROCESS, RAY, STOPPED, JobRegistry
+from core.jobs import COMPLETED, FAILED, INTERRUPTED, PROCESS, RAY, STOPPED, JobRegistry, worker_alive
 
 TIMEOUT = 600
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
@@ -157,3 +159,59 @@ def test_a_ray_cluster_that_does_not_answer_is_reported_in_words_within_seconds(
     assert done.error.startswith(f"The Ray cluster at 127.0.0.1:{port} cannot be reached")
     assert "unset RAY_ADDRESS" in done.error
     assert time.monotonic() - start < 60
+
+
+def _running_on_ray(reg: JobRegistry, job_id: str) -> tuple[str, int]:
+    """Once the job has trained an epoch: its worker's name and the pid of its actor's process (on this machine)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not reg.get(job_id).epoch_logs:
+        assert not reg.get(job_id, points=False).finished, reg.get(job_id).error
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    worker = _worker(job_id)
+    return worker, int(worker.rsplit(":", 2)[1])
+
+
+def _end(worker: str) -> None:
+    """The actor's process, should it still run (the same process: its start time is in its name)."""
+    process = worker.partition("@")[2]
+    if worker_alive(process):
+        os.kill(int(process.rsplit(":", 2)[1]), signal.SIGKILL)
+
+
+def test_a_ray_worker_gone_silent_is_failed_in_words_its_actor_ended_and_its_slot_freed(on_ray, dataset, monkeypatch):
+    monkeypatch.setenv(jobs.HEARTBEAT_ENV, "6")  # (the Ray workers beat every 1.5 s, through the relay)
+    job = on_ray.submit(dataset, tiny_config(epochs=400), name="vanished")
+    after = on_ray.submit(dataset, tiny_config(epochs=1), name="after")
+    worker, pid = _running_on_ray(on_ray, job.id)
+    freeze(pid, settle=0.5)
+    try:
+        done = on_ray.wait(job.id, timeout=TIMEOUT)
+        assert done.state == FAILED, done.error
+        assert done.error.startswith("The worker running this job stopped answering (last heard from ")
+        assert done.error.endswith(" ago): restart it from the Jobs page.")
+        assert on_ray.wait(after.id, timeout=TIMEOUT).state == COMPLETED, on_ray.get(after.id).error
+        deadline = time.monotonic() + TIMEOUT
+        while worker_alive(worker.partition("@")[2]):  # its actor was killed, not left holding its CPU
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        _end(worker)
+    assert runs.find_run(job.id) is None
+
+
+def test_a_stop_a_ray_worker_cannot_take_up_ends_its_actor_and_says_so(on_ray, dataset, monkeypatch):
+    monkeypatch.setenv(jobs.STOP_GRACE_ENV, "1")
+    job = on_ray.submit(dataset, tiny_config(epochs=400), name="stuck")
+    worker, pid = _running_on_ray(on_ray, job.id)
+    freeze(pid, settle=0.5)
+    try:
+        on_ray.stop(job.id)
+        assert on_ray.get(job.id, points=False).stopping
+        done = on_ray.wait(job.id, timeout=TIMEOUT)
+    finally:
+        _end(worker)
+    assert done.state == INTERRUPTED, done.error
+    assert done.error == (
+        "Stopped by ending its process: the training did not take up the stop within 1 s. Nothing of it was saved."
+    )

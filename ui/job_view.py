@@ -1,6 +1,7 @@
 """A training job on the page: live progress and charts while it runs, the result once it has finished.
 
-live(job_id)                 # an st.fragment that redraws itself every second until the job finishes
+live(job_id)                 # an st.fragment that redraws itself every second until the job finishes (reading
+                             # only the chart points it has not seen yet)
 finished_view(snap)          # metrics, links and Share, or the error; says so when the run was deleted since
 stop_control(snap)           # Stop for whoever may: at once for the job this tab started, asked once otherwise
 
@@ -8,6 +9,10 @@ Everything drawn here is read from the workspace database, so any tab (and a col
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import MutableMapping
+from typing import Any
 
 import streamlit as st
 
@@ -20,11 +25,13 @@ from core.jobs import (
     INTERRUPTED,
     QUEUED,
     READING,
+    SERVER_STOPPED,
     STARTING,
     STOPPED,
     TRAIN,
     JobSnapshot,
     registry,
+    thin,
 )
 from core.runs import find_run
 from ui import charts, session
@@ -32,6 +39,7 @@ from ui.session import CURRENT_JOB, DATASET_PARAM, JOB_PARAM, RUN_PARAM, duratio
 from ui.share_views import share_panel
 
 REFRESH_SECONDS = 1.0
+POINTS = "live_job_points"  # session state: the chart points of the job on view, as read so far
 
 
 def forget_job() -> None:
@@ -107,10 +115,25 @@ def stop_control(snap: JobSnapshot, key: str) -> None:
             st.button(f"{label} it", type="primary", key=f"{key}_confirm", on_click=ask_stop, args=(snap.id,))
 
 
+def with_new_points(job_id: str, seen: MutableMapping[str, Any]) -> JobSnapshot | None:
+    """The job now, with all its chart points: those in ``seen`` (this session's, from earlier redraws) and the
+    ones recorded since, the only ones read from the database."""
+    points = seen.get(POINTS)
+    if not points or points["id"] != job_id:
+        points = seen[POINTS] = {"id": job_id, "seq": 0, "epoch": [], "batch": []}
+    snap = registry().get(job_id, since=points["seq"])
+    if snap is None:
+        return None
+    points["seq"] = snap.last_seq
+    points["epoch"] = points["epoch"] + snap.epoch_logs
+    points["batch"] = thin(points["batch"] + snap.batch_losses)  # the chart stays at most MAX_BATCH_POINTS
+    return dataclasses.replace(snap, epoch_logs=points["epoch"], batch_losses=points["batch"])
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 @guarded
 def live(job_id: str) -> None:
-    snap = registry().get(job_id)
+    snap = with_new_points(job_id, st.session_state)
     if snap is None or snap.finished:
         st.rerun()  # draw the final view once, without the timer
     if snap.path_reason:
@@ -182,14 +205,21 @@ def restart(job_id: str) -> None:
 
 
 def interrupted_view(snap: JobSnapshot) -> None:
-    """A job whose server stopped under it: what it had done, and a one-click restart."""
+    """A job whose server stopped under it, or whose process was ended (a stop it did not take up, a death after
+    its run was saved): what happened, what it had done, its run if it was saved whole, and a one-click restart."""
     done = len(snap.epoch_logs)
-    st.warning(
-        f"Interrupted: the server stopped while this {snap.label} ran"
-        + (f", after {plural(done, 'whole epoch')} of {snap.epochs}" if snap.kind == TRAIN and done else "")
-        + ". No model was saved; its progress up to then is below.",
-        icon=":material/power_off:",
-    )
+    if snap.error and snap.error != SERVER_STOPPED:
+        st.warning(session.escape(snap.error), icon=":material/power_off:")
+    else:
+        st.warning(
+            f"Interrupted: the server stopped while this {snap.label} ran"
+            + (f", after {plural(done, 'whole epoch')} of {snap.epochs}" if snap.kind == TRAIN and done else "")
+            + ". No model was saved; its progress up to then is below.",
+            icon=":material/power_off:",
+        )
+    if snap.kind == TRAIN and run_exists(snap.id):
+        st.page_link("pages/classify.py", label="Classify images with its saved model", icon=":material/image_search:",
+                     query_params={RUN_PARAM: snap.id})  # fmt: skip
     if snap.restarted_as:
         st.page_link("pages/train.py", label=f"Restarted as {snap.restarted_as}", icon=":material/replay:",
                      query_params={JOB_PARAM: snap.restarted_as})  # fmt: skip

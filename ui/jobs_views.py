@@ -21,6 +21,7 @@ from core.jobs import (
     LABEL_ISSUES,
     LR_FIND,
     QUEUED,
+    SERVER_STOPPED,
     SPEED,
     STARTING,
     STOPPED,
@@ -85,7 +86,7 @@ def _progress(snap: JobSnapshot) -> None:
         elif snap.kind == SPEED and snap.metrics.get("images_per_second") is not None:
             what += f" · {snap.metrics['images_per_second']:.1f} images/s through VGG16"
         st.caption(f"{what.capitalize()} at {_when(snap.ended)} after {duration(snap.elapsed)}.")
-        if snap.error and snap.state != INTERRUPTED:
+        if snap.error and snap.error != SERVER_STOPPED:  # (that one the state says well enough)
             st.caption(f":red[{escape(snap.error)}]")
     else:
         if snap.kind == TRAIN and snap.epochs and snap.state == "training":
