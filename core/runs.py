@@ -120,7 +120,8 @@ def list_runs(parent: Path | None = None) -> list[dict[str, Any]]:
 
 
 def delete_run(path: str | os.PathLike, user: str = access.GUEST) -> None:
-    """Delete a saved run folder (only one that carries the marker), and drop its model if one is loaded.
+    """Delete a saved run folder (only one that carries the marker), its training's job and chart points, and drop
+    its model if one is loaded.
 
     Only the run's owner or an admin may (``core.access``); a run trained without sign-in is everyone's.
     """
@@ -133,6 +134,9 @@ def delete_run(path: str | os.PathLike, user: str = access.GUEST) -> None:
     try:
         with db.connect(write=True) as con:
             con.execute("DELETE FROM runs WHERE id = ?", (path.name,))
+            # The training that made it (same id), once it has finished, and the points of its charts.
+            if con.execute("DELETE FROM jobs WHERE id = ? AND finished IS NOT NULL", (path.name,)).rowcount:
+                con.execute("DELETE FROM job_points WHERE job_id = ?", (path.name,))
     except UserError:  # the folder is the source of truth: the index catches up at its next sync
         pass
     if (predict := sys.modules.get("core.predict")) is not None:  # loaded models only: never load TensorFlow here

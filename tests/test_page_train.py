@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -264,16 +265,24 @@ def test_a_deleted_run_is_not_reopened_from_the_train_link(tmp_path, trained_run
     with db.connect(write=True) as con:  # a job this server finished, as it would be after a training
         con.execute(
             "INSERT INTO jobs (id, kind, state, owner, dataset_id, params, created, finished, metrics) "
-            "VALUES (?, 'train', ?, '', ?, '{}', 0, 1, '{\"epochs_completed\": 1}')",
-            (run.name, COMPLETED, ds.id),
+            "VALUES (?, 'train', ?, '', ?, '{}', ?, ?, '{\"epochs_completed\": 1}')",
+            (run.name, COMPLETED, ds.id, time.time() - 60, time.time()),
         )
-    delete_run(runs_dir() / run.name)
+    shutil.rmtree(runs_dir() / run.name)  # removed by hand: the job's row outlives its run
     at = open_app("pages/train.py", current_job=run.name, dataset=ds.id)
     assert_clean(at)
     assert f"The run **{run.name}** was deleted" in at.info[0].value
     assert "job" not in at.query_params and "current_job" not in at.session_state
     assert not [link for link in at.get("page_link") if "Classify" in link.proto.label]
     button(at, "Start training")  # the form
+
+    again = copy_run(trained_run, "20200202-000000-colours-dddd")
+    delete_run(again)  # deleted on the Runs page: its job goes with it
+    at = open_app("pages/train.py", current_job=run.name, dataset=ds.id)
+    assert_clean(at)
+    assert f"There is no job **{run.name}** on this server" in at.error[0].value
+    assert "current_job" not in at.session_state
+    button(at, "Start training")
 
 
 def test_random_weights_box_names_what_to_expect_and_goes_once_applied(tmp_path, caplog):

@@ -1,4 +1,5 @@
-"""Run folders: only marked folders are runs; listing, checking, deleting and claiming folders."""
+"""Run folders: only marked folders are runs; listing, checking, deleting (with their job's rows) and claiming
+folders."""
 
 from __future__ import annotations
 
@@ -78,6 +79,24 @@ def test_delete_run_removes_the_run(tmp_path):
     runs.delete_run(run)
     assert not run.exists()
     assert keep.is_dir() and [r["id"] for r in runs.list_runs(tmp_path)] == ["keep"]
+
+
+def test_delete_run_removes_its_training_s_job_and_chart_points_and_nothing_else():
+    from core import db
+
+    run = make_run(runs.runs_dir() / "20260101-000000-colours-0001")
+    with db.connect(write=True) as con:
+        for job_id, finished in ((run.name, 2.0), ("20260101-000000-other-0002", 2.0), ("still-running", None)):
+            con.execute("INSERT INTO jobs (id, kind, state, owner, params, created, finished) "
+                        "VALUES (?, 'train', 'completed', '', '{}', 1.0, ?)", (job_id, finished))  # fmt: skip
+            con.executemany("INSERT INTO job_points (job_id, kind, data) VALUES (?, 'batch', '{}')",
+                            [(job_id,)] * 3)  # fmt: skip
+    runs.delete_run(run)
+    with db.connect() as con:
+        jobs = {r["id"] for r in con.execute("SELECT id FROM jobs")}
+        points = [r["job_id"] for r in con.execute("SELECT job_id FROM job_points")]
+    assert jobs == {"20260101-000000-other-0002", "still-running"}
+    assert sorted(points) == ["20260101-000000-other-0002"] * 3 + ["still-running"] * 3
 
 
 def test_delete_run_refuses_folders_that_are_not_runs(tmp_path):
