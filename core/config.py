@@ -139,6 +139,14 @@ class TrainConfig:
         "at least one validation image",
         label="Drop validation images that duplicate training images", section="training",
     )  # fmt: skip
+    val_duplicates_limit: float = _opt(
+        0.05,
+        "the most of the validation images the duplicate check may drop: when it finds more, it drops none, keeps "
+        "them counted and the run says so (so many look-alikes are more often distinct images with little detail "
+        "than real copies); look at them on the Dataset page first, then raise this to drop them all",
+        label="Drop at most this share of validation", section="training", widget="slider", min=0.0, max=1.0,
+        step=0.05, when={"drop_val_duplicates": (True,)},
+    )  # fmt: skip
     early_stopping: int = _opt(
         0, "stop after this many epochs without a better validation loss and keep the best weights (0: off)",
         label="Early stopping patience (0 = off)", section="more", min=0, max=100,

@@ -220,7 +220,7 @@ def train(
     # Validation images that duplicate training images would score what the model has seen (core.duplicates);
     # hashing is paid once per saved dataset, reported as reading.
     hashing = _stage_reporter("reading", listener, stop, 0, len(dataset.items))
-    split, leaks = check_split(dataset, split, config.drop_val_duplicates, hashing)
+    split, leaks = check_split(dataset, split, config.drop_val_duplicates, hashing, config.val_duplicates_limit)
     placement = distribute.for_training(config.batch_size, len(split[0]), len(split[1]))
     run_dir = runs.claim_dir(out_dir) if out_dir else runs.new_run_dir(dataset.report.source)
     try:

@@ -139,18 +139,29 @@ def test_the_search_finds_the_same_pairs_as_comparing_every_pair_over_chunks(tmp
     n = 300
     h = duplicates.Hashes(
         [f"{k}.png" for k in range(n)],
-        np.array([bytes([k % 7]) * 32 for k in range(n)], dtype="S32"),
+        np.array([k.to_bytes(32, "big") for k in range(n)], dtype="S32"),
         rng.integers(0, 2**63, n, dtype=np.uint64),
         rng.integers(0, 2**63, n, dtype=np.uint64),
+        rng.integers(0, 256, (n, 192), dtype=np.uint8),
+        np.full(n, 500, dtype=np.uint32),
         np.ones(n, dtype=bool),
     )
     h.phash[100:110] = h.phash[5]  # near copies of image 5 (their dHashes differ by chance)
     h.dhash[100:110] = h.dhash[5] ^ np.uint64(0b1011)
+    h.thumb[100:110] = np.clip(h.thumb[5].astype(int) + rng.integers(-6, 7, (10, 192)), 0, 255)  # and look alike
+    h.phash[200:204] = h.phash[7]  # hashes alike, thumbnails not: not duplicates
+    h.dhash[200:204] = h.dhash[7]
     monkeypatch.setattr(duplicates, "CHUNK", 64)
     found = {(int(i), int(j)) for a, b, _ in duplicates.near_pairs(h) for i, j in zip(a, b, strict=True)}
     d = np.bitwise_count(h.phash[:, None] ^ h.phash[None, :]) + np.bitwise_count(h.dhash[:, None] ^ h.dhash[None, :])
-    expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(d <= duplicates.NEAR), strict=True) if i < j}
+    mad = np.abs(h.thumb[:, None, :].astype(int) - h.thumb[None, :, :]).mean(axis=2)
+    same = h.exact[:, None] == h.exact[None, :]
+    alike = (d <= duplicates.NEAR) & ((mad <= duplicates.CLOSE) | same)
+    expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(alike), strict=True) if i < j}
     assert found == expected and len(found) == 55
+    assert not any(max(i, j) >= 200 for i, j in found)
+    val = duplicates.duplicated(h, range(100, 300), range(0, 100))
+    assert np.flatnonzero(val).tolist() == list(range(10))  # 100-109 copy 5; 200-203 only share hashes with 7
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -193,7 +204,7 @@ def test_check_split_drops_validation_duplicates_of_training_images_but_never_a_
     index = {it.path: i for i, it in enumerate(ds.items)}
     train = [index["cats/original.png"], index["cats/other0.png"], index["dogs/dog0.png"], index["dogs/dog1.png"]]
     val = [index["cats/q50.jpg"], index["cats/cropped.png"], index["cats/other1.png"], index["dogs/dog2.png"]]
-    (tr, va), check = duplicates.check_split(ds, (train, val), drop=True)
+    (tr, va), check = duplicates.check_split(ds, (train, val), drop=True, limit=0.5)
     assert tr == train and va == [index["cats/other1.png"], index["dogs/dog2.png"]]
     assert check.dropped == ["cats/q50.jpg", "cats/cropped.png"] and check.remaining == 0
     assert check.metrics() == {
@@ -202,12 +213,60 @@ def test_check_split_drops_validation_duplicates_of_training_images_but_never_a_
         "val_duplicates_dropped_files": ["cats/q50.jpg", "cats/cropped.png"],
     }
     # Every validation cat duplicates a training image: one stays, so validation still has cats, and is counted.
-    (tr, va), check = duplicates.check_split(ds, (train, val[:2] + val[3:]), drop=True)
+    (tr, va), check = duplicates.check_split(ds, (train, val[:2] + val[3:]), drop=True, limit=1.0)
     assert va == [index["cats/cropped.png"], index["dogs/dog2.png"]]
     assert check.dropped == ["cats/q50.jpg"] and check.remaining == 1
     # Off: nothing changes, the duplicates are counted.
     split, check = duplicates.check_split(ds, (train, val), drop=False)
     assert split == (train, val) and check.dropped == [] and check.remaining == 2
+
+
+def test_check_split_never_drops_more_than_its_limit_of_validation_and_says_so(folder):
+    ds = load_dataset(folder)
+    index = {it.path: i for i, it in enumerate(ds.items)}
+    train = [index["cats/original.png"], index["cats/other0.png"], index["dogs/dog0.png"], index["dogs/dog1.png"]]
+    val = [index["cats/q50.jpg"], index["cats/cropped.png"], index["cats/other1.png"], index["dogs/dog2.png"]]
+    # 2 of 4 would go: above the default 5 % (one image of four), so none goes and the run records why.
+    split, check = duplicates.check_split(ds, (train, val), drop=True)
+    assert split == (train, val) and check.dropped == [] and check.remaining == 2 and check.over_limit
+    assert check.metrics() == {"val_duplicates_dropped": 0, "val_duplicates": 2, "val_duplicates_over_limit": 0.05}
+    # One of four may go at 5 % (at least one image, so a single real copy in a small validation set still goes).
+    (_, va), check = duplicates.check_split(ds, (train, val[1:]), drop=True)
+    assert va == val[2:] and check.dropped == ["cats/cropped.png"] and not check.over_limit
+    assert duplicates.allowed_drops(40, 0.05) == 2 and duplicates.allowed_drops(10, 0.05) == 1
+    assert duplicates.allowed_drops(10, 0.0) == 0 and duplicates.allowed_drops(20, 1.0) == 20
+
+
+def digit_scans(root: Path) -> list[str]:
+    """The 1 797 distinct handwritten-digit scans scikit-learn ships (8x8 grey), as dark-on-white 32x32 PNGs in
+    one folder per digit: real images with little detail, many alike but none a copy of another."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    paths = []
+    for k, (pixels, digit) in enumerate(zip(digits.images, digits.target, strict=True)):
+        im = Image.fromarray((255 - pixels * 255 / 16).astype(np.uint8)).resize((32, 32), Image.Resampling.BILINEAR)
+        paths.append(f"{digit}/{k}.png")
+        write(root / paths[-1], encoded(im))
+    return paths
+
+
+def test_distinct_low_detail_scans_are_not_called_copies(tmp_path):
+    digit_scans(tmp_path / "digits")
+    ds = load_dataset(tmp_path / "digits")
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(ds.items))
+    val, train = order[:360].tolist(), order[360:].tolist()
+    h = duplicates.dataset_hashes(ds)
+    by_hashes = np.zeros(len(val), dtype=bool)  # what the hashes alone would say: nearly every scan a copy
+    for start in range(0, len(val), 64):
+        rows = np.array(val[start : start + 64])
+        by_hashes[start : start + 64] = (duplicates._distances(h, rows, np.array(train)) <= duplicates.NEAR).any(1)
+    assert by_hashes.sum() > 300
+    flagged = duplicates.duplicated(h, val, train)
+    assert flagged.sum() <= 0.01 * len(val)
+    (_, kept), check = duplicates.check_split(ds, (train, val), drop=True)
+    assert len(kept) >= 0.99 * len(val) and check.remaining == 0 and not check.over_limit
 
 
 def test_training_drops_validation_duplicates_and_says_so_in_its_metrics(tmp_path):
@@ -218,7 +277,7 @@ def test_training_drops_validation_duplicates_and_says_so_in_its_metrics(tmp_pat
     for k in range(6):  # a resized copy of every cat: with a 50 % split, some land in validation, their twin in train
         write(root / "cats" / f"copy{k}.png", encoded(photo(60 + k).resize((128, 96))))
     ds = load_dataset(root)
-    config = tiny_config(epochs=1, validation_split=0.5)
+    config = tiny_config(epochs=1, validation_split=0.5, val_duplicates_limit=1.0)
     train_idx, val_idx = split_dataset(ds, config)
     twins = {f"cats/{k}.png": f"cats/copy{k}.png" for k in range(6)} | {f"cats/copy{k}.png": f"cats/{k}.png" for k in
                                                                           range(6)}  # fmt: skip

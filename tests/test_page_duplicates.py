@@ -93,6 +93,17 @@ def test_evaluate_warns_when_validation_images_duplicate_training_images(tmp_pat
     at = open_app("pages/evaluate.py", query={"run": run.name})
     message = "3 of 40 validation images duplicate training images: the validation accuracy is likely optimistic."
     assert message in texts(at.warning)
+    assert not [w for w in texts(at.warning) if "Training kept them" in w]
+
+
+def test_evaluate_says_why_training_kept_more_duplicates_than_its_limit(tmp_path):
+    metrics = {"val_duplicates": 12, "val_duplicates_dropped": 0, "val_duplicates_over_limit": 0.05}
+    run = evaluated_run("20240501-110000-pets-alike", metrics)
+    at = open_app("pages/evaluate.py", query={"run": run.name})
+    [warning] = [w for w in texts(at.warning) if "duplicate training images" in w]
+    assert warning.startswith("12 of 40 validation images duplicate training images")
+    assert "more than the 5% of validation the check drops on its own" in warning
+    assert "train again with a higher “Drop at most this share of validation”" in warning
 
 
 def test_evaluate_says_nothing_for_a_clean_run_or_one_trained_before_the_check(tmp_path):
@@ -110,3 +121,7 @@ def test_the_train_form_offers_the_drop_switch_on_by_default(tmp_path):
     at = open_app("pages/train.py", dataset=load(tmp_path).id)
     switch = at.checkbox(key="cfg_drop_val_duplicates")
     assert switch.value is True and switch.label == "Drop validation images that duplicate training images"
+    limit = at.slider(key="cfg_val_duplicates_limit")
+    assert limit.value == 0.05 and limit.label == "Drop at most this share of validation"
+    switch.uncheck().run()
+    assert not [s for s in at.slider if s.key == "cfg_val_duplicates_limit"]  # nothing to limit when off

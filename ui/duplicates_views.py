@@ -101,7 +101,12 @@ def leak_warning(run_path, part: str = "val") -> None:
     n, total = found
     what = PART.get(part, part)
     verb = "duplicates" if n == 1 else "duplicate"
-    st.warning(
-        f"{n} of {total} {what} images {verb} training images: the {what} accuracy is likely optimistic.",
-        icon=":material/content_copy:",
-    )
+    text = f"{n} of {total} {what} images {verb} training images: the {what} accuracy is likely optimistic."
+    if part == "val" and (limit := duplicates.over_limit(run_path)) is not None:
+        text += (
+            f" Training kept them: that is more than the {limit:.0%} of validation the check drops on its own, and "
+            "so many look-alikes are more often distinct images with little detail than real copies. Look at the "
+            "pairs on the Dataset page; if they are copies, train again with a higher “Drop at most this share of "
+            "validation”."
+        )
+    st.warning(text, icon=":material/content_copy:")

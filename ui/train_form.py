@@ -195,7 +195,10 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
     values["class_weight"] = widget(w1, "class_weight")
     if values["class_weight"] == "none" and (advice := imbalance_advice(ds)):
         w2.info(advice, icon=":material/balance:")
-    values["drop_val_duplicates"] = widget(st, "drop_val_duplicates")
+    d1, d2 = st.columns([2, 1])
+    values["drop_val_duplicates"] = widget(d1, "drop_val_duplicates")
+    if values["drop_val_duplicates"]:
+        values["val_duplicates_limit"] = widget(d2, "val_duplicates_limit")
     if ds.id and (left_out := excluded(ds.id)):
         st.caption(
             f"{session.plural(len(left_out), 'image')} of this dataset {'is' if len(left_out) == 1 else 'are'} "
