@@ -121,7 +121,14 @@ class WorkspaceError(UserError):
     file and what to do."""
 
 
+DB_ENV = "CLASSIFIER_DB"  # the database file's path, when it must not sit in the work folder (a network mount)
+
+
 def db_path() -> Path:
+    """``CLASSIFIER_DB`` when set (keep it on the app machine's own disk: SQLite's locks do not hold over NFS), else
+    ``workspace.db`` in the work folder."""
+    if chosen := os.environ.get(DB_ENV):
+        return Path(chosen).expanduser().resolve()
     return work_root() / FILE_NAME
 
 

@@ -931,7 +931,7 @@ def worker_env() -> dict[str, str]:
     from core.workspace import WORK_ENV, work_root
 
     return {**os.environ, runs.RUNS_ENV: str(runs.runs_dir().resolve()), WORK_ENV: str(work_root().resolve()),
-            CACHE_ENV: str(cache_dir().resolve()),
+            CACHE_ENV: str(cache_dir().resolve()), db.DB_ENV: str(db.db_path()),
             "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}  # fmt: skip
 
 
