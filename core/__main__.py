@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core import access, datasets
-from core.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
+from core.config import DEFAULT_LR, LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, TrainConfig, check_lr_range
 from core.dataset import Dataset, Limits, human_size, load_dataset
 from core.errors import Cancelled, UserError
 
@@ -55,6 +55,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif isinstance(f.default, tuple):  # a list of values: the flag once per value
             parser.add_argument(flag, action="append", metavar="PATH", help=f.metadata["help"] + " (default: none)")
+        elif f.name == "learning_rate":  # its default depends on the optimizer, as on the Train page
+            rates = ", ".join(f"{rate:g} for {name}" for name, rate in DEFAULT_LR.items())
+            parser.add_argument(flag, type=float, default=None, help=f"{f.metadata['help']} (default: {rates})")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"], help=help_text)
@@ -312,7 +315,10 @@ class _TrainBars:
 
 
 def _config(args) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if values["learning_rate"] is None:
+        values["learning_rate"] = DEFAULT_LR[values["optimizer"]]
+    return TrainConfig(**values).validate()
 
 
 def cmd_lr_find(args) -> int:

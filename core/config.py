@@ -22,6 +22,9 @@ RESIZES = ("crop", "pad", "stretch")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 CLASS_WEIGHTS = ("none", "balanced")
+# Each optimizer's usual starting learning rate (its Keras default; SGD's is the recipe's 0.01): the Train page and
+# the CLI both start from it when no rate is given.
+DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adagrad": 0.01, "adadelta": 1.0, "adam": 0.001, "adamw": 0.001}
 IMBALANCED = 3.0  # the largest class with this many times the smallest's training images: suggest class weights
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 VGG_FC_SIZE = 224  # the pretrained fc1 expects exactly 7x7x512 features

@@ -140,3 +140,15 @@ def test_every_field_says_how_a_form_shows_it():
             assert m["min"] is not None and m["max"] is not None, f.name
             assert type(m["min"]) is type(f.default) and type(m["max"]) is type(f.default), f.name
         assert set(m["when"]) <= {g.name for g in TrainConfig.describe()}, f.name
+
+
+def test_the_cli_and_the_train_page_start_from_the_same_learning_rate_per_optimizer():
+    from core.__main__ import _config, build_parser
+    from core.config import DEFAULT_LR
+
+    for optimizer, rate in DEFAULT_LR.items():
+        args = build_parser().parse_args(["train", "data.zip", "--optimizer", optimizer])
+        assert _config(args).learning_rate == rate
+    args = build_parser().parse_args(["train", "data.zip", "--optimizer", "adam", "--learning-rate", "0.02"])
+    assert _config(args).learning_rate == 0.02
+    assert DEFAULT_LR["adam"] == 0.001 and DEFAULT_LR["sgd"] == TrainConfig().learning_rate == 0.01

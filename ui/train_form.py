@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from core import forms
-from core.config import HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
+from core.config import DEFAULT_LR, HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.dataset import Dataset
 from core.label_issues import excluded
 from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
@@ -29,7 +29,6 @@ from ui import session
 from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
 
 FIELDS = {f.name: f for f in TrainConfig.describe()}
-DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adagrad": 0.01, "adadelta": 1.0, "adam": 0.001, "adamw": 0.001}
 WEIGHT_LABELS = {"imagenet": "ImageNet (downloaded once)", "none": "Random (no download)", "file": "Weights file (.h5)"}
 TWO_PHASE = f"{FORM_PREFIX}two_phase"
 FIRST_FINE_TUNE_EPOCHS = 10
