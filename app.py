@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from core import UserError
+from core.util.errors import UserError
 from ui import session
 from ui.jobs_views import sidebar_status
 
-demo = session.DEMO_PARAM in st.query_params  # a Share link: that one model alone (core.share, pages/demo.py)
+demo = session.DEMO_PARAM in st.query_params  # a Share link: that one model alone (core.workspace.share, pages/demo.py)
 st.set_page_config(
     page_title="Image classifier maker", page_icon=":material/image_search:", layout="centered" if demo else "wide"
 )

@@ -9,12 +9,13 @@ temporary folder of class folders. Some of them are near duplicates of each othe
 real dataset, most are not.
 
 Timed (median of ``--repeat`` runs, each cold: nothing is cached for a dataset read from a folder):
-(a) ``core.duplicates.find_duplicates``: every image decoded once, exact and perceptual hashes, in threads, then the
+(a) ``core.data.duplicates.find_duplicates``: every image decoded once, exact and perceptual hashes, in threads, then
+the
     pair search on the hashes and the report;
 (b) of which the pair search and report alone, on hashes already computed;
 (c) the tutorial pipeline's plain load of the same images: decode, convert to RGB, resize to 224x224 (Pillow, same
     number of threads), for scale;
-and, on a 1000-image subset, the hashing in 1 thread against ``core.duplicates.WORKERS`` threads (Pillow and
+and, on a 1000-image subset, the hashing in 1 thread against ``core.data.hashes.WORKERS`` threads (Pillow and
 hashlib release the GIL: threads rather than processes, which would pickle the results back).
 
 Measured once (2-core AMD EPYC with AVX512-BF16, shared with other work, load average 3-5): 10 000 images of median
@@ -56,7 +57,7 @@ def make_images(data: str, n: int, out: Path, seed: int = 0) -> None:
     import numpy as np
     from PIL import Image, ImageOps
 
-    from core.dataset import load_dataset
+    from core.data.dataset import load_dataset
 
     ds = load_dataset(data, out / "source")
     sources = [(p, ds.classes[label]) for p, label in zip(ds.paths(), ds.labels(), strict=True)]
@@ -102,8 +103,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="cold runs to take the median of (default: %(default)s)")
     args = parser.parse_args()
 
-    from core import duplicates
-    from core.dataset import load_dataset
+    from core.data import duplicates, hashes
+    from core.data.dataset import load_dataset
 
     print(f"CPU: {cpu()}")
     with tempfile.TemporaryDirectory(prefix="dup-bench-") as tmp:
@@ -114,12 +115,12 @@ def main() -> int:
         ds = load_dataset(tmp / "images")
         sizes = ds.report.image_sizes
         print(f"{len(ds.items):,} images, median {sizes['median_width']:g}x{sizes['median_height']:g} px, "
-              f"{duplicates.WORKERS} hashing threads")  # fmt: skip
+              f"{hashes.WORKERS} hashing threads")  # fmt: skip
 
         scans, searches, found = [], [], None
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            h = duplicates.hash_images(ds.root, [it.path for it in ds.items])
+            h = hashes.hash_images(ds.root, [it.path for it in ds.items])
             t1 = time.perf_counter()
             found = duplicates.report(ds, h)
             t2 = time.perf_counter()
@@ -128,14 +129,14 @@ def main() -> int:
         loads = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            plain_load(ds.paths(), duplicates.WORKERS)
+            plain_load(ds.paths(), hashes.WORKERS)
             loads.append(time.perf_counter() - t0)
         subset = [it.path for it in ds.items[:1000]]
         single = time.perf_counter()
-        duplicates.hash_images(ds.root, subset, workers=1)
+        hashes.hash_images(ds.root, subset, workers=1)
         single = time.perf_counter() - single
         multi = time.perf_counter()
-        duplicates.hash_images(ds.root, subset)
+        hashes.hash_images(ds.root, subset)
         multi = time.perf_counter() - multi
 
     scan, search, load = (statistics.median(x) for x in (scans, searches, loads))
@@ -145,7 +146,7 @@ def main() -> int:
     print(f"(b) of which pair search + report on the hashes: {search:.2f} s ({n * (n - 1) // 2:,} pairs)")
     print(f"(c) plain decode + resize to 224 of the same images: {load:.1f} s ({n / load:.0f} images/s); "
           f"scan / plain load = {scan / load:.2f}x")  # fmt: skip
-    print(f"hashing 1000 images: 1 thread {single:.2f} s, {duplicates.WORKERS} threads {multi:.2f} s "
+    print(f"hashing 1000 images: 1 thread {single:.2f} s, {hashes.WORKERS} threads {multi:.2f} s "
           f"({single / multi:.2f}x)")  # fmt: skip
     print("found: " + " ".join(found.summary()))
     return 0

@@ -6,8 +6,8 @@
 Random weights (no download), precision ``auto``, a fresh speed file: nothing measured on this server yet.
 For each case the estimate is made as the page makes it: the layer names from the static layer table, the speed
 from ``known_speed``, measured first by ``measure_in_background`` (the page's probe: a job, in a worker process)
-when unknown. Then ``core.training.train`` is timed with an empty feature cache, so a cached-feature run includes
-its cold feature pass. The run records its own fit time (``core.training`` calls ``record_run_pace`` at the end
+when unknown. Then ``core.train.training.train`` is timed with an empty feature cache, so a cached-feature run includes
+its cold feature pass. The run records its own fit time (``core.train.training`` calls ``record_run_pace`` at the end
 of every run), and a second run of the same case, again with an empty cache, is compared with the corrected
 estimate. Errors are (estimate - actual) / actual; the goal is within ±30 %. The 1-minute load average before
 and after each run shows what else ran on the machine: a run that shares the cores with other work takes longer
@@ -60,7 +60,8 @@ def cpu() -> str:
 
 def page_speed(size: int, precision: str) -> tuple[float, float | None]:
     """What the page does: the known speed, or a background probe and a wait for it. (speed, probe seconds)."""
-    from core.speed import known_speed, measure_in_background, measuring
+    from core.jobs.probes import measure_in_background, measuring
+    from core.train.pace import known_speed
 
     speed = known_speed(size, precision)
     if speed is not None:
@@ -78,15 +79,15 @@ def page_speed(size: int, precision: str) -> tuple[float, float | None]:
 
 def page_unfrozen(config) -> list[str]:
     """The layer names the page passes: the static layer table and the last ``unfreeze`` of its rows."""
-    from core.vgg16 import layer_table, unfrozen_mask
+    from core.model.vgg16 import layer_table, unfrozen_mask
 
     rows = layer_table(config.head, config.image_size, 2)
     return [r["name"] for r, m in zip(rows, unfrozen_mask(len(rows), config.unfreeze), strict=True) if m]
 
 
 def timed_run(ds, config, work: Path, name: str):
-    from core.cache import ArrayCache
-    from core.training import train
+    from core.train.cache import ArrayCache
+    from core.train.training import train
 
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -104,7 +105,7 @@ def breakdown(actual: float, m: dict) -> str:
 
 
 def line(est, actual: float) -> str:
-    from core.speed import human_time
+    from core.util.text import human_time
 
     return (
         f"{est.seconds:6.1f} s {human_time(est.seconds):>9s} = prepare {est.prepare_seconds:5.1f} + the rest "
@@ -128,8 +129,8 @@ def main() -> None:
         os.environ["CLASSIFIER_CACHE_DIR"] = str(work / "cache")  # speed.json starts empty here
         os.environ["CLASSIFIER_RUNS_DIR"] = str(work / "runs")
         from core.config import TrainConfig
-        from core.dataset import load_dataset, split_dataset
-        from core.speed import estimate
+        from core.data.dataset import load_dataset, split_dataset
+        from core.train.estimates import estimate
 
         ds = load_dataset(args.data, work / "data")
         print(f"cpu: {cpu()}")

@@ -8,7 +8,8 @@ downloaded), or takes ``--run``, then ``python -m core export`` does every forma
 parity check on the run's validation images. Latency: one photo from its encoded bytes to probabilities, median of
 ``--repeats`` after a warm-up, in this one process:
 
-* app: ``core.predict.predict`` (Pillow decode, ``core.geometry``, the float32 model in one compiled graph), and
+* app: ``core.model.predict.predict`` (Pillow decode, ``core.model.geometry``, the float32 model in one compiled
+graph), and
   the tutorial's own pipeline (Pillow ``load_img`` + ``img_to_array`` + ``preprocess_input`` + ``model.predict``);
 * SavedModel ``serving_default`` (decode and geometry inside); LiteRT and ONNX on the square image (the app's
   decode and geometry first, timed with them, since a caller must do that part).
@@ -52,8 +53,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from core.config import TrainConfig
-    from core.dataset import load_dataset
-    from core.training import train
+    from core.data.dataset import load_dataset
+    from core.train.training import train
 
     tmp = Path(tempfile.mkdtemp(prefix="export-bench-"))
     print(f"CPU: {cpu()}")
@@ -68,7 +69,8 @@ def main() -> int:
         print(f"trained {run_dir.name} ({config.head}, {args.image_size} px, {args.epochs} epochs, random weights) "
               f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
 
-    from core.export import LiteRTRuntime, OnnxRuntime, SavedModelRuntime, export_run
+    from core.publish.export import export_run
+    from core.publish.runtimes import LiteRTRuntime, OnnxRuntime, SavedModelRuntime
 
     t = time.perf_counter()
     bundle = export_run(run_dir, tmp / "exports", int8=True, progress=lambda s, d, n: None)
@@ -92,8 +94,9 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from core import geometry, images
-    from core.predict import load_run, predict
+    from core.imaging import pillow as images
+    from core.model import geometry
+    from core.model.predict import load_run, predict
 
     with zipfile.ZipFile(args.data) as zf:
         name = next(n for n in zf.namelist() if n.lower().endswith(".jpg") and "/val/" in n)
@@ -119,13 +122,13 @@ def main() -> int:
 
     rows = {
         "tutorial (load_img + predict)": median_ms(tutorial, args.repeats),
-        "app (core.predict)": median_ms(lambda: predict(run, [data], threshold=None), args.repeats),
+        "app (core.model.predict)": median_ms(lambda: predict(run, [data], threshold=None), args.repeats),
         "SavedModel (bytes in)": median_ms(lambda: sm.from_bytes([data]), args.repeats),
         "LiteRT float32": median_ms(lambda: lite(square()), args.repeats),
         "LiteRT int8": median_ms(lambda: lite8(square()), args.repeats),
         "ONNX": median_ms(lambda: onnx(square()), args.repeats),
     }
-    app = rows["app (core.predict)"]
+    app = rows["app (core.model.predict)"]
     print(f"\none image ({name.rsplit('/', 1)[-1]}, {len(data) / 1e3:.0f} KB JPEG) from bytes to probabilities, "
           f"median of {args.repeats}:")  # fmt: skip
     for label, ms in rows.items():

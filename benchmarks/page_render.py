@@ -6,7 +6,7 @@
 In a fresh process (as after a server start), through Streamlit's own script runner (AppTest): save the dataset
 in the workspace (as an upload is), then draw the Train page with it, once cold and ``--repeats`` times warm; each
 render's time is the script run's wall time. Then, in the same run, the old way of filling the layer table:
-``keras.applications.VGG16`` built with the page's head and size (``core.model.build_model``, TensorFlow imported
+``keras.applications.VGG16`` built with the page's head and size (``core.model.build.build_model``, TensorFlow imported
 first), as the page did on its first visit. The goal: a warm Train page in at most 2 s, and no TensorFlow in the
 page's process.
 """
@@ -29,7 +29,7 @@ PAGE = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from streamlit.testing.v1 import AppTest
-from core.datasets import open_dataset, save_zip
+from core.workspace.datasets import open_dataset, save_zip
 
 ds = open_dataset(save_zip({data!r}).id)  # saved in the workspace, as an upload is: the form is read and written
 at = AppTest.from_file({app!r}, default_timeout=600)
@@ -51,7 +51,7 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 t0 = time.perf_counter()
 from core.config import TrainConfig
-from core.model import build_model, describe_layers
+from core.model.build import build_model, describe_layers
 t1 = time.perf_counter()
 rows = describe_layers(build_model(TrainConfig(weights="none", unfreeze=10**6, precision="float32"), 2))
 t2 = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> None:
                "CLASSIFIER_RUNS_DIR": f"{tmp}/runs", "KERAS_HOME": f"{tmp}/keras"}  # fmt: skip
         data = args.data
         if data is None:
-            from core.sample import make_sample_zip
+            from core.data.sample import make_sample_zip
 
             data = str(make_sample_zip(Path(tmp) / "sample.zip"))
         page = run(PAGE.format(root=str(ROOT), data=data, app=str(ROOT / "app.py"), repeats=args.repeats), env)

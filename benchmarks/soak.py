@@ -42,12 +42,13 @@ def main() -> None:
         for name in ("CLASSIFIER_WORK_DIR", "CLASSIFIER_RUNS_DIR", "CLASSIFIER_CACHE_DIR", "KERAS_HOME"):
             os.environ[name] = f"{tmp}/{name.lower()}"
         from core.config import TrainConfig
-        from core.datasets import open_dataset, save_zip
-        from core.jobs import COMPLETED, JobRegistry
+        from core.jobs.registry import JobRegistry
+        from core.jobs.states import COMPLETED
+        from core.workspace.datasets import open_dataset, save_zip
 
         data = args.data
         if data is None:
-            from core.sample import make_sample_zip
+            from core.data.sample import make_sample_zip
 
             data = str(make_sample_zip(Path(tmp) / "sample.zip"))
         ds = open_dataset(save_zip(data).id)

@@ -9,7 +9,7 @@ random weights (no download). Each pipeline runs in its own process so that its 
 (a) tutorial: every image centre-cropped, resized and mean-subtracted into one float32 array in memory,
     then ``model.fit`` through the whole VGG16 every epoch. It runs ``--tutorial-epochs`` epochs (default 1)
     and its total for N epochs is extrapolated from the measured time per epoch, and labelled so.
-(b) product: ``core.training.train`` exactly as the app and the CLI call it (frozen-prefix feature cache,
+(b) product: ``core.train.training.train`` exactly as the app and the CLI call it (frozen-prefix feature cache,
     precision ``auto``), first with a cold disk cache, then again with another optimizer (cache hit), then
     warm single-image classification latency (median of 20).
 """
@@ -41,7 +41,7 @@ def tutorial(data: str, epochs: int, size: int, work: str) -> dict:
     import numpy as np
     from PIL import Image
 
-    from core.dataset import load_dataset
+    from core.data.dataset import load_dataset
 
     ds = load_dataset(data, work)  # only to list the same files; the loading below is the tutorial's own
     paths, labels = ds.paths(), ds.labels()
@@ -102,9 +102,9 @@ def tutorial(data: str, epochs: int, size: int, work: str) -> dict:
 def product(data: str, epochs: int, size: int, work: str) -> dict:
     """The product's own path: exactly what the app and the CLI call."""
     from core.config import TrainConfig
-    from core.dataset import load_dataset
-    from core.predict import load_run, predict
-    from core.training import train
+    from core.data.dataset import load_dataset
+    from core.model.predict import load_run, predict
+    from core.train.training import train
 
     t0 = time.perf_counter()
     ds = load_dataset(data, work)
@@ -160,8 +160,8 @@ def bf16_agreement(run, paths) -> float:
     import numpy as np
 
     from core.config import TrainConfig
-    from core.images import load_images
-    from core.model import build_model
+    from core.model.build import build_model
+    from core.model.inputs import load_images
 
     config = TrainConfig(**{**run.config.to_dict(), "weights": "none", "precision": "bfloat16"})
     bf16 = build_model(config, len(run.classes))
@@ -220,10 +220,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         if args.data is None:
-            from core.sample import make_sample_zip
+            from core.data.sample import make_sample_zip
 
             args.data = str(make_sample_zip(Path(tmp) / "generated.zip", per_class=40, size=256))
-        from core.model import cpu_has_fast_bf16
+        from core.model.build import cpu_has_fast_bf16
 
         print(
             f"data: {args.data}; {args.epochs} epochs at {args.image_size} px; cpus: {os.cpu_count()}; "

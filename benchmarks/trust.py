@@ -10,7 +10,8 @@ calibration saw), with their labels left true. Then:
 
 * calibration: the expected calibration error (15 bins) and the NLL on the test half, before and after the
   temperature, as ``python -m core evaluate`` reports them, and what the "not sure" threshold does there;
-* label errors: ``core.label_issues.find_label_issues`` on the run; precision and recall of its suspects against
+* label errors: ``core.evaluate.label_issues.find_label_issues`` on the run; precision and recall of its suspects
+against
   the images flipped on purpose (the search covers training and validation images; only training ones were
   flipped, so a suspect among the validation images counts against precision).
 
@@ -48,7 +49,7 @@ def build(data: Path, dest: Path, flip: float, seed: int) -> set[str]:
     """Lay out train/ (some labels flipped), val/ and test/ (halves of the photos' val/); return the flipped paths."""
     with zipfile.ZipFile(data) as zf:
         zf.extractall(dest / "src")
-    from core.dataset import load_dataset
+    from core.data.dataset import load_dataset
 
     src = load_dataset(dest / "src", dest / "scan")
     rng = random.Random(seed)
@@ -97,12 +98,12 @@ def main() -> int:
             os.environ["KERAS_HOME"] = str(tmp / "keras")
         flipped = build(Path(args.data), tmp, args.flip, args.seed)
 
-        from core import calibration
         from core.config import TrainConfig
-        from core.dataset import load_dataset
-        from core.evaluate import evaluate_run
-        from core.label_issues import find_label_issues
-        from core.training import train
+        from core.data.dataset import load_dataset
+        from core.evaluate.evaluation import evaluate_run
+        from core.evaluate.label_issues import find_label_issues
+        from core.model import calibration
+        from core.train.training import train
 
         ds = load_dataset(tmp / "photos", tmp / "scan2")
         config = TrainConfig(weights=args.weights, image_size=args.image_size, epochs=args.epochs, seed=args.seed)

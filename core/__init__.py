@@ -1,14 +1,10 @@
-"""Core of the image-classifier maker: dataset ingestion, preprocessing, VGG16 transfer learning, runs.
+"""Core of the image-classifier maker: dataset ingestion, preprocessing, transfer learning, runs, jobs.
 
-Plain Python with no user-interface code; the Streamlit pages and the command line (``python -m core``)
-are two faces on it. Importing ``core`` is cheap: TensorFlow loads only when a model is built or loaded.
+Plain Python with no user-interface code; the Streamlit pages and the command line (``python -m core``) are two
+faces on it. Its subpackages are layers, each importing only those below it (``docs/architecture.md``, checked by
+the import contracts in ``pyproject.toml``):
+
+    util -> settings, config -> imaging -> data -> workspace -> model -> train -> evaluate -> publish -> jobs -> cli
+
+Importing ``core`` is cheap: TensorFlow loads only when a model is built or loaded (``core.model``).
 """
-
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) means nothing to a user.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from core.errors import UserError
-
-__all__ = ["UserError"]

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import UserError
+from core.util.errors import UserError
 
 HEADS = ("small-fc", "gap", "vgg-fc")
 RESIZES = ("crop", "pad", "stretch")
@@ -73,7 +73,6 @@ def _opt(
     return field(default=default, metadata=meta)
 
 
-SECTIONS = ("model", "optimizer", "training", "more", "augmentation", "fine_tune", "data")
 SGD, ADAMW = {"optimizer": ("sgd",)}, {"optimizer": ("adamw",)}
 
 
@@ -207,8 +206,8 @@ class TrainConfig:
         max=100.0, step=1.0,
     )  # fmt: skip
     # Data: images of the dataset left out of training and validation. Not a control of the form (widget "none"):
-    # the Evaluate page decides them per image (core.label_issues) and a saved dataset's exclusions are added as a
-    # run starts, so config.json records what was left out. A tuple, so that the default can be shared.
+    # the Evaluate page decides them per image (core.evaluate.label_issues) and a saved dataset's exclusions are added
+    # as a run starts, so config.json records what was left out. A tuple, so that the default can be shared.
     exclude: tuple[str, ...] = _opt(
         (), "leave this image out of training and validation (its path inside the dataset, e.g. cats/12.jpg); "
         "repeat for more. A saved dataset's images excluded on the Evaluate page are left out as well",

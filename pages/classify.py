@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import UserError, calibration
-from core.runs import run_infos
+from core.model import calibration
+from core.util.errors import UserError
+from core.workspace.runs import run_infos
 from ui import charts, session
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
@@ -19,8 +20,8 @@ GRADCAM_LAYER = "gradcam_layer"
 @st.cache_data(show_spinner="Computing the heat map…", max_entries=256)
 def gradcam_overlay(path: str, saved: str, data: bytes, class_name: str, layer: str):
     """(overlay, whether the map is empty): Grad-CAM of ``class_name`` once per run, image, class and layer."""
-    from core.explain import explain
-    from core.predict import load_run
+    from core.evaluate.explain import explain
+    from core.model.predict import load_run
 
     e = explain(load_run(path), data, class_name, layer=layer)
     return e.overlay, not e.heatmap.any()
@@ -42,7 +43,7 @@ if not runs:
     st.stop()
 
 run_info = session.run_picker(runs)
-from core.predict import load_run  # noqa: E402  (a model must answer on this page: TensorFlow loads here)
+from core.model.predict import load_run  # noqa: E402  (a model must answer on this page: TensorFlow loads here)
 
 try:
     with st.spinner("Loading the model…"):
@@ -78,8 +79,8 @@ if not inputs:
     st.info(f"Drop one or more images. This model knows: {', '.join(run.classes)}.", icon=":material/image:")
     st.stop()
 
-from core.explain import convolution_layers, default_layer  # noqa: E402  (TensorFlow is already loaded too)
-from core.predict import predict  # noqa: E402  (TensorFlow is already loaded with the model)
+from core.evaluate.explain import convolution_layers, default_layer  # noqa: E402  (TensorFlow is already loaded too)
+from core.model.predict import predict  # noqa: E402  (TensorFlow is already loaded with the model)
 
 with st.spinner(f"Classifying {session.plural(len(inputs), 'image')}…"):
     results = predict(run, [data for _, data in inputs], top_k=top_k, names=[name for name, _ in inputs])

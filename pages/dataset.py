@@ -1,7 +1,7 @@
 """Dataset: upload a zip of class folders (or take the sample), keep it on the server, and see what is in it.
 
-Every dataset is saved once on the server (core.datasets) and named in the address (``?dataset=<id>``): a reload,
-a new tab or a colleague's link shows the same one. The saved datasets are listed with who added them; their
+Every dataset is saved once on the server (core.workspace.datasets) and named in the address (``?dataset=<id>``): a
+reload, a new tab or a colleague's link shows the same one. The saved datasets are listed with who added them; their
 owner (or an admin, or anyone for what a guest added) may rename or delete them.
 """
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import UserError, datasets
-from core.dataset import human_size
-from core.images import thumbnail
-from core.sample import make_sample_zip
+from core.data.sample import make_sample_zip
+from core.imaging.pillow import thumbnail
+from core.util.errors import UserError
+from core.util.text import human_size
+from core.workspace import records
 from ui import charts, session
 from ui.datasets_views import ingest, label, manage, pending, when, who
 from ui.duplicates_views import duplicates_section
@@ -55,7 +56,7 @@ pending()  # an upload that would remove least recently used datasets waits for 
 
 ds = session.dataset()
 try:
-    saved_list = datasets.list_datasets()
+    saved_list = records.list_datasets()
 except UserError as exc:
     session.error(exc, icon=":material/error:")
     st.stop()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import model_card, share
+from core.publish.card import facts, render
+from core.workspace import share
 from ui import charts, session
 from ui.session import DEMO_PARAM, KEY_PARAM
 
@@ -26,8 +27,8 @@ ANSWER = "demo_answer"
 @st.cache_data(show_spinner="Looking where the model looked…", max_entries=64)
 def where_it_looked(path: str, saved: str, data: bytes, class_name: str):
     """Grad-CAM of ``class_name`` over the image, at the layer Classify starts from; once per run, image and class."""
-    from core.explain import default_layer, explain
-    from core.predict import load_run
+    from core.evaluate.explain import default_layer, explain
+    from core.model.predict import load_run
 
     run = load_run(path)
     return explain(run, data, class_name, layer=default_layer(run)).overlay
@@ -42,7 +43,7 @@ except share.ShareError as exc:
 
 # A stakeholder reads what the model tells apart, not a run id: the dataset's name, the id small below it.
 st.title(f"{session.escape(Path(info.dataset).stem.replace('_', ' ')) or 'Image'} classifier")
-if about := model_card.purpose(info.path):
+if about := facts.purpose(info.path):
     st.markdown(session.escape(about))
 st.caption(
     f"It tells apart {session.plural(len(info.classes), 'class', 'classes')}: "
@@ -62,7 +63,7 @@ elif wait:
         icon=":material/hourglass_top:",
     )
 else:
-    from core.predict import load_run, predict  # here only: the model must answer, TensorFlow loads now
+    from core.model.predict import load_run, predict  # here only: the model must answer, TensorFlow loads now
 
     data = chosen.getvalue()
     with st.spinner("Looking at the photo…"):
@@ -94,4 +95,4 @@ else:
             )  # fmt: skip
 
 with st.expander("About this model"):
-    st.markdown(model_card.markdown(info.path))
+    st.markdown(render.markdown(info.path))

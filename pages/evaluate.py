@@ -1,14 +1,15 @@
 """Evaluate: how a saved model does on images it never trained on: scores, confusion matrix, worst mistakes.
 
-The scores are computed once per run, as a job (core.evaluate), and saved in the run folder as evaluation.json;
+The scores are computed once per run, as a job (core.evaluate.evaluation), and saved in the run folder as
+evaluation.json;
 the page reads that file, and starts an evaluation only for a run that has none, or when the user asks again.
 """
 
 import streamlit as st
 
-from core import UserError
-from core.evaluate import load_evaluation
-from core.runs import run_infos
+from core.evaluate.evaluation import load_evaluation
+from core.util.errors import UserError
+from core.workspace.runs import run_infos
 from ui import session, tasks
 from ui.duplicates_views import leak_warning
 from ui.evaluate_views import (

@@ -5,8 +5,8 @@ from functools import partial
 
 import streamlit as st
 
-from core import datasets
-from core.runs import export_zip, run_infos
+from core.workspace import records
+from core.workspace.runs import export_zip, run_infos
 from ui import charts, session
 from ui.card_views import card_section
 from ui.export_views import export_section
@@ -33,7 +33,7 @@ if rows:
 with st.expander("Settings"):
     st.json(run.config.to_dict())
 
-if run.dataset_id and datasets.exists(run.dataset_id):
+if run.dataset_id and records.exists(run.dataset_id):
     st.page_link("pages/train.py", label="Train again with these settings", icon=":material/replay:",
                  query_params={DATASET_PARAM: run.dataset_id, SETTINGS_FROM: run.id})  # fmt: skip
 else:

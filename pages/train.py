@@ -1,6 +1,6 @@
 """Train: choose what to freeze, the optimizer and the epochs; watch the run live; stop it any time.
 
-Training runs as a job (core.jobs) recorded in the workspace database, so switching pages, clicking widgets,
+Training runs as a job (core.jobs.registry) recorded in the workspace database, so switching pages, clicking widgets,
 reloading the browser or opening another tab never loses it; the job id in the address (``?job=...``) finds it
 again, and the Jobs page lists every job on the server.
 """
@@ -9,9 +9,10 @@ import re
 
 import streamlit as st
 
-from core import UserError
-from core.jobs import COMPLETED, STOPPED, registry
-from core.runs import find_run
+from core.jobs.registry import registry
+from core.jobs.states import COMPLETED, STOPPED
+from core.util.errors import UserError
+from core.workspace.runs import find_run
 from ui import session
 from ui.job_view import finished_view, forget_job, live, owner_name
 from ui.session import CURRENT_JOB, JOB_PARAM, SETTINGS_FROM, run_exists

@@ -161,7 +161,7 @@ class AppServer:
                 cmd = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"core.worker" in cmd and db.encode() in cmd:
+            if b"core.jobs.worker" in cmd and db.encode() in cmd:
                 found.append(int(proc.name))
         return found
 

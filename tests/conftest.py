@@ -28,7 +28,7 @@ def pytest_configure(config):
 # leaves the other worker idle until it ends (the Makefile turns off xdist's own order, most tests first, for this).
 # The longest files start first, so that neither worker is left with one of them at the end.
 SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_export.py", "test_ray_jobs.py", "test_e2e_demo.py",
-              "test_executor.py", "test_cli.py")  # fmt: skip
+              "test_executor.py", "test_cli.py", "test_previous_layout.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -124,8 +124,8 @@ def trained_run(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(base / "keras"))
         from core.config import TrainConfig
-        from core.dataset import load_dataset
-        from core.training import train
+        from core.data.dataset import load_dataset
+        from core.train.training import train
 
         ds = load_dataset(
             make_zip(base / "colours.zip", class_entries(classes=("red", "green", "blue"), per_class=10)), base / "work"
@@ -143,9 +143,9 @@ def no_speed_probe(request, monkeypatch):
     ask for ``speed_probe``."""
     pages = request.module.__name__.startswith(("test_page", "test_app", "test_compare"))
     if pages and "speed_probe" not in request.fixturenames:
-        import core.speed
+        import core.jobs.probes
 
-        monkeypatch.setattr(core.speed, "measure_in_background", lambda *args, **kwargs: None)
+        monkeypatch.setattr(core.jobs.probes, "measure_in_background", lambda *args, **kwargs: None)
 
 
 @pytest.fixture
@@ -154,21 +154,22 @@ def speed_probe(monkeypatch):
     (see pagetest.fake_measure_speed)."""
     from pagetest import fake_measure_speed
 
-    import core.speed
+    import core.train.speedtest
 
-    monkeypatch.setattr(core.speed, "measure_speed", fake_measure_speed)
+    monkeypatch.setattr(core.train.speedtest, "measure_speed", fake_measure_speed)
 
 
 @pytest.fixture(autouse=True)
 def jobs_on_threads(request):
-    """Each test has a registry of its own (``core.jobs.registry()``), closed after it, so that no dispatcher of an
-    earlier test takes this test's jobs. Page tests run their jobs on threads of the test's process, where
+    """Each test has a registry of its own (``core.jobs.registry.registry()``), closed after it, so that no dispatcher
+    of an earlier test takes this test's jobs. Page tests run their jobs on threads of the test's process, where
     stand-ins (fast_training) can replace the training; jobs in worker processes are tested in test_executor.py,
     test_ray_jobs.py and through the served app."""
-    from core import jobs
+    from core.jobs import registry as jobs
+    from core.jobs import states
 
     if request.module.__name__.startswith(("test_page", "test_app", "test_compare")):
-        jobs._registry = jobs.JobRegistry(executor=jobs.THREAD)
+        jobs._registry = jobs.JobRegistry(executor=states.THREAD)
     yield
     with jobs._registry_lock:
         reg, jobs._registry = jobs._registry, None
@@ -181,8 +182,8 @@ def fast_training(monkeypatch):
     """Page tests: jobs run stand-ins for training and the learning-rate test (see pagetest.fake_train)."""
     from pagetest import fake_lr_find, fake_train
 
-    import core.lrfind
-    import core.training
+    import core.train.lrfind
+    import core.train.training
 
-    monkeypatch.setattr(core.training, "train", fake_train)
-    monkeypatch.setattr(core.lrfind, "lr_find", fake_lr_find)
+    monkeypatch.setattr(core.train.training, "train", fake_train)
+    monkeypatch.setattr(core.train.lrfind, "lr_find", fake_lr_find)

@@ -66,8 +66,8 @@ def button(at: AppTest, label: str):
 
 
 def load(tmp_path: Path, per_class: int = 10):
-    """The colour zip saved in this test's workspace (core.datasets), opened: a Dataset with its ``id``."""
-    from core.datasets import open_dataset, save_zip
+    """The colour zip saved in this test's workspace (core.workspace.datasets), opened: a Dataset with its ``id``."""
+    from core.workspace.datasets import open_dataset, save_zip
 
     return open_dataset(save_zip(make_zip(tmp_path / "colours.zip", colour_entries(per_class))).id)
 
@@ -77,7 +77,7 @@ def load(tmp_path: Path, per_class: int = 10):
 
 def copy_run(trained_run: Path, name: str | None = None, finished: str | None = None) -> Path:
     """A copy of the module's run in this test's runs folder (tests may delete theirs)."""
-    from core.runs import MARKER, read_json, runs_dir, write_json
+    from core.workspace.runs import MARKER, read_json, runs_dir, write_json
 
     target = runs_dir() / (name or trained_run.name)
     shutil.copytree(trained_run, target)
@@ -89,7 +89,7 @@ def copy_run(trained_run: Path, name: str | None = None, finished: str | None = 
 # ---------------------------------------------------------------------------------------------- fast stand-ins
 
 # Page tests are about the page: the job machinery is real (registry, worker threads, events, stop), the training
-# it runs is a stand-in that reports like core.training.train and saves a run folder the pages can read. Real
+# it runs is a stand-in that reports like core.train.training.train and saves a run folder the pages can read. Real
 # training is tested in the core tests and, through the served app, in the browser test.
 BATCH_SECONDS = 0.02
 # A stopped stand-in waits for this before it saves, so a test can see the job while it is stopping (a real
@@ -104,9 +104,11 @@ PROBE_SPEED = 40.0  # images/s the stand-in records
 
 
 def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, owner=""):
-    from core import runs
-    from core.errors import Cancelled
-    from core.training import Event, Result, phases
+    from core.train.callbacks import Event
+    from core.train.phases import phases
+    from core.train.training import Result
+    from core.util.errors import Cancelled
+    from core.workspace import runs
 
     run_dir = runs.claim_dir(out_dir)
     batches, epoch, rows = 3, 0, []
@@ -152,7 +154,7 @@ def fake_train(dataset, config, out_dir, listener=None, stop=None, cache=None, o
 
 def fake_lr_find(dataset, config, progress=None, stop=None, **kwargs):
     """A range test's result without the test: a loss that falls, then diverges, and a suggestion of 1e-3."""
-    from core.lrfind import LRFinding
+    from core.train.lrfind import LRFinding
 
     rates = [10 ** (-7 + 8 * i / 39) for i in range(40)]
     losses = [1.0 - 0.5 * i / 30 if i < 30 else 0.5 + (i - 30) for i in range(40)]
@@ -163,10 +165,11 @@ def fake_lr_find(dataset, config, progress=None, stop=None, **kwargs):
 
 
 def fake_measure_speed(image_size, precision, images=None, fit=True, progress=None, stop=None):
-    """The speed probe without TensorFlow: its batches reported as core.speed.measure_speed reports them, a wait
-    for PROBE_HOLD after the third, then PROBE_SPEED recorded (``auto`` meaning float32)."""
-    from core.errors import Cancelled
-    from core.speed import STAGE, probe_batches, record_precision, record_speed
+    """The speed probe without TensorFlow: its batches reported as core.train.speedtest.measure_speed reports them, a
+    wait for PROBE_HOLD after the third, then PROBE_SPEED recorded (``auto`` meaning float32)."""
+    from core.train.pace import record_precision, record_speed
+    from core.train.speedtest import STAGE, probe_batches
+    from core.util.errors import Cancelled
 
     total = probe_batches(fit)
     for done in range(total + 1):

@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import time
 
-from core import db
+from core.workspace import db
 
 
 def freeze(pid: int, settle: float = 0.0) -> None:

@@ -1,8 +1,8 @@
 """The model card on the Runs page: what the model is for (in its owner's words), the card itself, its downloads.
 
-    card_section(run)    # an expander under the run's details; run is a core.runs.RunInfo
+    card_section(run)    # an expander under the run's details; run is a core.workspace.runs.RunInfo
 
-The card is built from the run's json files by ``core.model_card`` on each script run (no TensorFlow, the model
+The card is built from the run's json files by ``core.publish.card`` on each script run (no TensorFlow, the model
 file's checksum is computed once per process); the downloads are built only when clicked.
 """
 
@@ -12,8 +12,10 @@ from functools import partial
 
 import streamlit as st
 
-from core import UserError, access, model_card
-from core.runs import RunInfo
+from core.publish.card import facts, figures, render
+from core.util.errors import UserError
+from core.workspace import access
+from core.workspace.runs import RunInfo
 from ui import session
 
 # Widget keys, each followed by the run's id: every run keeps its own text while the page is open.
@@ -22,7 +24,7 @@ SAVE = "card_save_"
 DOWNLOAD_MARKDOWN = "card_markdown_"
 DOWNLOAD_HTML = "card_html_"
 # The preview puts the confusion matrix where the card names this file, with st.image.
-PREVIEW_IMAGE = model_card.IMAGE_FILE
+PREVIEW_IMAGE = render.IMAGE_FILE
 
 
 def card_section(run: RunInfo) -> None:
@@ -31,30 +33,30 @@ def card_section(run: RunInfo) -> None:
     with st.expander("Model card", icon=":material/badge:"):
         _purpose(run)
         try:
-            text = model_card.markdown(run.path, image_name=PREVIEW_IMAGE)
-            png = model_card.confusion_png(run.path)
+            text = render.markdown(run.path, image_name=PREVIEW_IMAGE)
+            png = figures.confusion_png(run.path)
         except UserError as exc:  # a damaged run: say which file, show no half card
             session.error(exc, icon=":material/error:")
             return
         left, right = st.columns(2)
         left.download_button(
             "Download card (Markdown)",
-            partial(model_card.markdown, run.path, image_name=None),  # the matrix as a table: one file stands alone
-            f"{run.id}-{model_card.MARKDOWN_FILE}",
+            partial(render.markdown, run.path, image_name=None),  # the matrix as a table: one file stands alone
+            f"{run.id}-{render.MARKDOWN_FILE}",
             "text/markdown",
             key=DOWNLOAD_MARKDOWN + run.id,
             icon=":material/download:",
         )
         right.download_button(
             "Download printable card (HTML)",
-            partial(model_card.html, run.path),
-            f"{run.id}-{model_card.HTML_FILE}",
+            partial(render.html, run.path),
+            f"{run.id}-{render.HTML_FILE}",
             "text/html",
             key=DOWNLOAD_HTML + run.id,
             icon=":material/print:",
         )
         with st.container(border=True):
-            before, found, after = text.partition(model_card.image_markdown(PREVIEW_IMAGE))
+            before, found, after = text.partition(render.image_markdown(PREVIEW_IMAGE))
             st.markdown(before)
             if found and png:
                 st.image(png, caption="Confusion matrix")
@@ -67,8 +69,8 @@ def _purpose(run: RunInfo) -> None:
     allowed = access.may_change(user, run.owner)
     text = st.text_area(
         "What this model is for",
-        value=model_card.purpose(run.path),
-        max_chars=model_card.MAX_PURPOSE,
+        value=facts.purpose(run.path),
+        max_chars=facts.MAX_PURPOSE,
         placeholder="Who uses it, on which photos, for which decision; and what it must not be used for.",
         key=PURPOSE + run.id,
         disabled=not allowed,
@@ -77,7 +79,7 @@ def _purpose(run: RunInfo) -> None:
         st.caption(f"Only {session.escape(access.display(run.owner))} or an admin may change what this model is for.")
     if st.button("Save", key=SAVE + run.id, disabled=not allowed, icon=":material/save:"):
         try:
-            model_card.set_purpose(run.path, text, user)
+            facts.set_purpose(run.path, text, user)
         except UserError as exc:  # e.g. the run was deleted, or its owner changed, since the page was drawn
             session.error(exc, icon=":material/error:")
         else:

@@ -212,7 +212,7 @@ def confusion_matrix(
 
 
 def run_curves(rows: list[dict], metric: str, title: str, runs: list[str], train: bool = False) -> alt.Chart:
-    """Validation ``metric`` per epoch, one colour per run, from ``core.compare`` history rows.
+    """Validation ``metric`` per epoch, one colour per run, from ``core.evaluate.compare`` history rows.
 
     ``runs`` fixes each run's colour, so several charts of the same runs agree; ``train`` adds dashed training curves.
     """

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import UserError, access, datasets
-from core.dataset import human_size
+from core.util.errors import UserError
+from core.util.text import human_size
+from core.workspace import access, datasets, records, space
 from ui import session
 from ui.session import (
     DATASET_DELETE,
@@ -38,7 +39,7 @@ def who(user: str) -> str:
     return access.display(user)
 
 
-def label(saved: datasets.SavedDataset) -> str:
+def label(saved: records.SavedDataset) -> str:
     return f"{saved.name} · {plural(saved.classes, 'class', 'classes')} · {plural(saved.images, 'image')} · {saved.id}"
 
 
@@ -50,7 +51,7 @@ def ingest(path: Path, key: str, confirmed: bool = False) -> None:
     """
     if not confirmed:
         try:
-            plan = datasets.plan_save(path, session.user())
+            plan = space.plan_save(path, session.user())
         except UserError as exc:
             _refused(exc)
             _done(path, key)
@@ -96,7 +97,7 @@ def pending() -> None:
         return
     path, key = Path(held[0]), held[1]
     try:
-        plan = datasets.plan_save(path, session.user())  # again: others may have made or taken room since
+        plan = space.plan_save(path, session.user())  # again: others may have made or taken room since
     except UserError as exc:
         st.session_state.pop(PENDING, None)
         _refused(exc)
@@ -128,7 +129,7 @@ def pending() -> None:
         st.rerun()
 
 
-def rename(saved: datasets.SavedDataset) -> None:
+def rename(saved: records.SavedDataset) -> None:
     try:
         renamed = datasets.rename(saved.id, st.session_state[f"{DATASET_NEW_NAME}_{saved.id}"], session.user())
     except UserError as exc:
@@ -138,7 +139,7 @@ def rename(saved: datasets.SavedDataset) -> None:
     session.flash(f"Renamed the dataset {saved.name} to {renamed.name}.")
 
 
-def delete(saved: datasets.SavedDataset, force: bool) -> None:
+def delete(saved: records.SavedDataset, force: bool) -> None:
     try:
         datasets.delete(saved.id, session.user(), force=force)
     except UserError as exc:
@@ -149,7 +150,7 @@ def delete(saved: datasets.SavedDataset, force: bool) -> None:
     session.flash(f"Deleted the dataset {saved.name}.")
 
 
-def manage(saved: datasets.SavedDataset) -> None:
+def manage(saved: records.SavedDataset) -> None:
     """Rename and Delete for whoever may change the dataset; who may, for everyone else."""
     if not access.may_change(session.user(), saved.added_by):
         owner = session.escape(access.display(saved.added_by))

@@ -3,7 +3,7 @@
     duplicates_section(ds)            # Dataset page: hashed once per saved dataset (a progress bar the first time)
     leak_warning(run.path, ev.split)  # Evaluate page: a warning when the scored images duplicate training images
 
-The work is core.duplicates'; the hashes are kept beside the saved dataset, so a rerun, a reload or another
+The work is core.data.duplicates'; the hashes are kept beside the saved dataset, so a rerun, a reload or another
 user's visit reads them (and the report is kept per dataset in this server process) instead of decoding again.
 """
 
@@ -12,8 +12,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import datasets, duplicates, images
-from core.dataset import Dataset
+from core.data import duplicates, hashes
+from core.data.dataset import Dataset
+from core.evaluate import leaks
+from core.imaging import pillow as images
+from core.workspace import datasets
 from ui.session import ProgressBar, escape, plural
 
 PAIRS_SHOWN = 8  # pairs drawn with thumbnails; the table below them lists every pair kept
@@ -35,10 +38,10 @@ def _report(dataset_id: str) -> duplicates.DuplicateReport:
 
 
 def _found(ds: Dataset) -> duplicates.DuplicateReport:
-    if not duplicates.cached(ds):
+    if not hashes.cached(ds):
         bar = ProgressBar("Looking for duplicates (once for this dataset)")
         try:
-            duplicates.dataset_hashes(ds, bar)
+            hashes.dataset_hashes(ds, bar)
         finally:
             bar.empty()
     return _report(ds.id) if ds.id else duplicates.find_duplicates(ds)
@@ -95,14 +98,14 @@ def leak_warning(run_path, part: str = "val") -> None:
 
     Nothing for a run that cannot tell (trained before this check, its dataset's hashes not on disk).
     """
-    found = duplicates.held_out_duplicates(run_path, part)
+    found = leaks.held_out_duplicates(run_path, part)
     if not found or not found[0]:
         return
     n, total = found
     what = PART.get(part, part)
     verb = "duplicates" if n == 1 else "duplicate"
     text = f"{n} of {total} {what} images {verb} training images: the {what} accuracy is likely optimistic."
-    if part == "val" and (limit := duplicates.over_limit(run_path)) is not None:
+    if part == "val" and (limit := leaks.over_limit(run_path)) is not None:
         text += (
             f" Training kept them: that is more than the {limit:.0%} of validation the check drops on its own, and "
             "so many look-alikes are more often distinct images with little detail than real copies. Look at the "

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import UserError, images
-from core.evaluate import Evaluation, class_errors, images_root, saved_images_root
-from core.jobs import EVALUATE
-from core.runs import RunInfo
+from core.evaluate.evaluation import Evaluation, class_errors, images_root, saved_images_root
+from core.imaging import pillow as images
+from core.jobs.kinds import EVALUATE
+from core.util.errors import UserError
+from core.workspace.runs import RunInfo
 from ui import charts, session, tasks
 
 FULL_MATRIX = 20  # up to this many classes the matrix shows them all; above, the most confused ones
@@ -43,8 +44,8 @@ def thumbnail(path: str, size: int, resize: str):
 @st.cache_data(show_spinner=False, max_entries=500)
 def gradcam_overlay(run_path: str, saved: str, image: str, class_name: str, layer: str):
     """(overlay, whether the map is empty): Grad-CAM of ``class_name`` once per run, image, class and layer."""
-    from core.explain import explain
-    from core.predict import load_run
+    from core.evaluate.explain import explain
+    from core.model.predict import load_run
 
     e = explain(load_run(run_path), image, class_name, layer=layer)
     return e.overlay, not e.heatmap.any()
@@ -229,8 +230,8 @@ def gallery_section(ev: Evaluation, run: RunInfo) -> None:
         return
     layer = None
     if cam:
-        from core.explain import default_layer  # the model is needed from here on; TensorFlow loads with it
-        from core.predict import load_run
+        from core.evaluate.explain import default_layer  # the model is needed from here on; TensorFlow loads with it
+        from core.model.predict import load_run
 
         with st.spinner("Loading the model…"):
             layer = default_layer(load_run(path))

@@ -2,7 +2,7 @@
 
     export_section(run)     # one call on the Runs page
 
-The export runs as a job (``core.export`` in a worker: converting VGG16 takes tens of seconds per format); its
+The export runs as a job (``core.publish.export`` in a worker: converting VGG16 takes tens of seconds per format); its
 bundle is kept in the run's folder, so everyone finds the last export of a run and its report after a reload.
 """
 
@@ -13,9 +13,9 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from core.bundles import FORMATS, bundle_zip, load_report, saved_bundle
-from core.jobs import EXPORT
-from core.runs import RunInfo
+from core.jobs.kinds import EXPORT
+from core.publish.bundles import FORMATS, bundle_zip, load_report, saved_bundle
+from core.workspace.runs import RunInfo
 from ui import session, tasks
 
 MAX_ZIP_BYTES = 600 * 1024**2  # a bundle zipped for download is held in the server's memory once

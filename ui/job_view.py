@@ -16,8 +16,9 @@ from typing import Any
 
 import streamlit as st
 
-from core import UserError, access
-from core.jobs import (
+from core.jobs.kinds import TRAIN
+from core.jobs.registry import registry
+from core.jobs.states import (
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -28,12 +29,12 @@ from core.jobs import (
     SERVER_STOPPED,
     STARTING,
     STOPPED,
-    TRAIN,
     JobSnapshot,
-    registry,
     thin,
 )
-from core.runs import find_run
+from core.util.errors import UserError
+from core.workspace import access
+from core.workspace.runs import find_run
 from ui import charts, session
 from ui.session import CURRENT_JOB, DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, flash, guarded, plural, run_exists
 from ui.share_views import share_panel

@@ -11,23 +11,18 @@ import time
 
 import streamlit as st
 
-from core.jobs import (
+from core.jobs.kinds import EVALUATE, EXPORT, LABEL_ISSUES, LR_FIND, SPEED, TRAIN
+from core.jobs.registry import registry
+from core.jobs.states import (
     CANCELLED,
     COMPLETED,
-    EVALUATE,
-    EXPORT,
     FAILED,
     INTERRUPTED,
-    LABEL_ISSUES,
-    LR_FIND,
     QUEUED,
     SERVER_STOPPED,
-    SPEED,
     STARTING,
     STOPPED,
-    TRAIN,
     JobSnapshot,
-    registry,
 )
 from ui.job_view import owner_name, restart, stop_control
 from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, escape, guarded, plural

@@ -3,7 +3,7 @@ suspects with "Exclude from training" / "Keep" per image.
 
     label_issues_section(run)     # one call on the Evaluate page
 
-The search runs as a job (``core.label_issues`` in a worker; its progress drawn here like an evaluation's); its
+The search runs as a job (``core.evaluate.label_issues`` in a worker; its progress drawn here like an evaluation's); its
 result is the run's label_issues.json, read on every draw. Decisions belong to the run's saved dataset (its folder
 on the server), so a reload, a colleague and the next training all see them.
 """
@@ -15,10 +15,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import UserError, datasets
-from core.jobs import LABEL_ISSUES
-from core.label_issues import DEFAULT_FOLDS, EXCLUDE, KEEP, LabelIssues, decide, decisions, load_label_issues
-from core.runs import RunInfo
+from core.evaluate.label_issues import DEFAULT_FOLDS, LabelIssues, load_label_issues
+from core.jobs.kinds import LABEL_ISSUES
+from core.util.errors import UserError
+from core.workspace import datasets, records
+from core.workspace.decisions import EXCLUDE, KEEP, decide, decisions
+from core.workspace.runs import RunInfo
 from ui import session, tasks
 from ui.evaluate_views import GALLERY_COLUMNS, GALLERY_PAGE, THUMB_SIZE, show_more, thumbnail
 
@@ -39,7 +41,7 @@ NO_SAVED_DATASET = (
 
 def _saved_dataset(run: RunInfo) -> str:
     """The run's saved dataset id while that dataset exists, else ''."""
-    return run.dataset_id if run.dataset_id and datasets.exists(run.dataset_id) else ""
+    return run.dataset_id if run.dataset_id and records.exists(run.dataset_id) else ""
 
 
 def _start(run: RunInfo, label: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import UserError, access
-from core.cache import ArrayCache
-from core.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
-from core.runs import RunInfo, delete_run
+from core.evaluate.compare import MAX_RUNS, MIN_RUNS, Comparison, compare
+from core.train.cache import ArrayCache
+from core.util.errors import UserError
+from core.workspace import access
+from core.workspace.runs import RunInfo, delete_run
 from ui import charts, session
 from ui.session import RUN_PARAM, flash
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import UserError, access, datasets, db, workspace
-from core.dataset import Dataset
-from core.runs import RunInfo, find_run
+from core.data.dataset import Dataset
+from core.util.errors import UserError
+from core.workspace import access, datasets, db, records
+from core.workspace import folders as workspace
+from core.workspace.runs import RunInfo, find_run
 
 # What Markdown (and Streamlit's :colour[...], :material/icon: and $LaTeX$) could read as markup. "_" inside a word
 # ("my_file") and ":" before a space never are, and stay as typed.
@@ -30,13 +32,15 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 
 # Session-state keys
 SESSION_ID = "session_id"
-DATASET = "dataset"  # the id of the saved dataset this session works on (core.datasets)
+DATASET = "dataset"  # the id of the saved dataset this session works on (core.workspace.datasets)
 DATASET_OPENED = "dataset_opened"  # that dataset, opened: reruns do not read its dataset.json again
 DATASET_KEY = "dataset_key"  # which upload the current dataset came from
 WEIGHTS_FILE = "weights_file"
 CURRENT_JOB = "current_job"  # the training job this session started last
 MY_JOBS = "my_jobs"  # every job this session started: they stop at once, others ask first
-USER = "user"  # [issuer, subject, e-mail, key]: who signed in, recorded once per session (core.access.sign_in)
+USER = (
+    "user"  # [issuer, subject, e-mail, key]: who signed in, recorded once per session (core.workspace.access.sign_in)
+)
 FLASH = "flash"  # a confirmation to show once on the next run ("Deleted run …")
 # Widget keys
 FORM_PREFIX = "cfg_"  # the Train form's widgets: kept across pages and job views
@@ -98,7 +102,7 @@ def sign_in_enabled() -> bool:
 
 
 def user() -> str:
-    """The signed-in user's key (core.access: issuer and subject), or ``access.GUEST`` ('') without sign-in.
+    """The signed-in user's key (core.workspace.access: issuer and subject), or ``access.GUEST`` ('') without sign-in.
 
     Raises:
         access.SignInRefused: the provider's answer cannot be trusted (start() shows it and offers to sign out).
@@ -239,11 +243,11 @@ def dataset() -> Dataset | None:
         return None
     opened = st.session_state.get(DATASET_OPENED)
     try:
-        if not (isinstance(opened, Dataset) and opened.id == wanted and datasets.exists(wanted)):
+        if not (isinstance(opened, Dataset) and opened.id == wanted and records.exists(wanted)):
             opened = datasets.open_dataset(wanted)
-    except datasets.UnknownDataset:
+    except records.UnknownDataset:
         # Only an id-shaped value is shown: anything else in a link could put markdown (a link) into the message.
-        shown = f"**{wanted}**" if datasets.is_id(wanted) else "that the link names"
+        shown = f"**{wanted}**" if records.is_id(wanted) else "that the link names"
         st.error(
             f"There is no saved dataset {shown} on this server: it was deleted, or the link is mistyped. "
             "Pick one of the saved datasets on the Dataset page.",

@@ -4,7 +4,8 @@
                                   # link once, Open the demo, Make a new link, Stop sharing
     demo_link(run.id, token)      # <this app's address>/?demo=<run id>&key=<token>
 
-The server keeps only a fingerprint of a link's key (core.share), so the link is shown once, in the session that
+The server keeps only a fingerprint of a link's key (core.workspace.share), so the link is shown once, in the session
+that
 made it, and never to anyone else: a visitor of the Runs page cannot pick up a link that was meant for a stakeholder.
 Whoever lost it makes a new one, and the old link stops working. pages/demo.py is what the link opens.
 """
@@ -16,8 +17,9 @@ from urllib.parse import urlencode, urljoin
 
 import streamlit as st
 
-from core import UserError, access, share
-from core.runs import RunInfo
+from core.util.errors import UserError
+from core.workspace import access, share
+from core.workspace.runs import RunInfo
 from ui import session
 from ui.session import DEMO_PARAM, KEY_PARAM, flash
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from core.dataset import Dataset
-from core.jobs import QUEUED, STARTING, JobSnapshot, registry
+from core.data.dataset import Dataset
+from core.jobs.registry import registry
+from core.jobs.states import QUEUED, STARTING, JobSnapshot
 from ui import session
 from ui.job_view import stop_control
 from ui.session import duration, guarded

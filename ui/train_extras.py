@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import speed
 from core.config import TrainConfig
-from core.dataset import Dataset
-from core.jobs import COMPLETED, LR_FIND, QUEUED, STARTING, JobSnapshot, registry
+from core.data.dataset import Dataset
+from core.jobs import probes
+from core.jobs.kinds import LR_FIND
+from core.jobs.registry import registry
+from core.jobs.states import COMPLETED, QUEUED, STARTING, JobSnapshot
+from core.train import estimates, pace
+from core.util import text
 from ui import charts, session, tasks
 from ui.session import guarded, plural
 from ui.train_form import key
@@ -22,8 +26,8 @@ SPEED_REFRESH_SECONDS = 1.0  # the speed probe's progress is redrawn this often 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def augmented_preview(path: str, size: int, resize: str, settings: dict, seed: int) -> list:
-    from core.augment import preview  # Keras' preprocessing layers: only once augmentation is asked for
-    from core.images import thumbnail
+    from core.imaging.pillow import thumbnail
+    from core.train.augment import preview  # Keras' preprocessing layers: only once augmentation is asked for
 
     image = thumbnail(path, size, resize)
     return [image, *preview(image, TrainConfig(**settings), n=PREVIEW_IMAGES, seed=seed)]
@@ -64,36 +68,36 @@ def probe_text(probe: JobSnapshot) -> str:
         return f"{what}: stopping…"
     if probe.state == STARTING or not probe.done or not probe.total:
         return f"{what}: starting…"
-    left = f", about {speed.human_time(probe.eta)} left" if probe.eta is not None else ""
+    left = f", about {text.human_time(probe.eta)} left" if probe.eta is not None else ""
     return f"{what}: {probe.done} of {probe.total} batches{left}."
 
 
 @st.fragment(run_every=SPEED_REFRESH_SECONDS)
 @guarded
 def _waiting_for_speed(image_size: int, precision: str) -> None:
-    probe = speed.probe(image_size, precision)
-    if speed.known_speed(image_size, precision) is not None or probe is None:
+    probe = probes.probe(image_size, precision)
+    if pace.known_speed(image_size, precision) is not None or probe is None:
         st.rerun()  # measured (the estimate replaces this), or the probe ended without an answer
     st.caption(probe_text(probe))
 
 
 def time_estimate(ds: Dataset, config: TrainConfig, unfrozen: list[str]) -> None:
     """How long the run will take here, before it starts, for every kind of run."""
-    ips = speed.known_speed(config.image_size, config.precision)
+    ips = pace.known_speed(config.image_size, config.precision)
     if ips is None:
         # A job like a training (it waits for a free slot, and shows on the Jobs page): no TensorFlow here.
-        if speed.measure_in_background(config.image_size, config.precision, owner=session.user()) is None:
+        if probes.measure_in_background(config.image_size, config.precision, owner=session.user()) is None:
             st.caption("No time estimate: this server's speed could not be measured at this size just now.")
         else:
             _waiting_for_speed(config.image_size, config.precision)
         return
     n_train, n_val = split_sizes(ds, config)
-    est = speed.estimate(config, n_train, n_val, ips, unfrozen)
+    est = estimates.estimate(config, n_train, n_val, ips, unfrozen)
     if config.augmented and est.cached_seconds < est.seconds * 0.95:
         st.warning(
             f"Augmentation changes every image every epoch, so the frozen layers' outputs cannot be computed once "
             f"and reused: the run trains end to end, {est.text}. Without augmentation: about "
-            f"{speed.human_time(est.cached_seconds)}.",
+            f"{text.human_time(est.cached_seconds)}.",
             icon=":material/schedule:",
         )
     else:

@@ -20,11 +20,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import forms
 from core.config import DEFAULT_LR, HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
-from core.dataset import Dataset
-from core.label_issues import excluded
-from core.vgg16 import imagenet_problem, layer_table, unfrozen_mask
+from core.data.dataset import Dataset
+from core.model.vgg16 import imagenet_problem, layer_table, unfrozen_mask
+from core.workspace import forms
+from core.workspace.decisions import excluded
 from ui import session
 from ui.session import FORM_PREFIX, WEIGHTS_FILE, session_dir
 

@@ -1,17 +1,18 @@
 """The Evaluate page's trust section: how calibrated the probabilities are, and the "not sure" threshold.
 
 The reliability diagrams and errors come from the evaluation (``Evaluation.calibration``, computed on the images it
-scored); the threshold in force is the run's (``core.calibration``, in calibration.json), which a user moves here and
-saves for everyone who classifies with the run.
+scored); the threshold in force is the run's (``core.model.calibration``, in calibration.json), which a user moves
+here and saves for everyone who classifies with the run.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import UserError, calibration
-from core.evaluate import Evaluation
-from core.runs import RunInfo
+from core.evaluate.evaluation import Evaluation
+from core.model import calibration
+from core.util.errors import UserError
+from core.workspace.runs import RunInfo
 from ui import charts, session
 
 # Widget keys (the run id is appended)

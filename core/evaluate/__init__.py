@@ -1,0 +1,5 @@
+"""How good a run is: held-out metrics (``evaluation``), suspected label errors (``label_issues``), validation and
+test images that copy training ones (``leaks``), runs side by side (``compare``), Grad-CAM (``explain``).
+
+May import ``core.train`` and everything below it.
+"""

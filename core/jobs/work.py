@@ -1,0 +1,72 @@
+"""What each kind of job does, in the job's own process (``core.jobs.kinds`` names these functions).
+
+    state, metrics, result = work.evaluate(Context(params, dataset, job_id, owner, writer, stop))
+
+Every function takes the job's ``Context`` and returns ``(state, metrics, result)`` for the records. This module
+imports the training, evaluation and export code, and with them TensorFlow: only a job's process imports it.
+"""
+
+from __future__ import annotations
+
+from core.config import TrainConfig
+from core.evaluate import evaluation
+from core.evaluate import label_issues as label_check
+from core.jobs.runner import Context
+from core.jobs.states import COMPLETED
+from core.publish import bundles
+from core.publish import export as exporting
+from core.train import lrfind, speedtest, training
+from core.workspace import runs
+
+
+def train(ctx: Context) -> tuple:
+    config = TrainConfig.from_dict(ctx.params["config"])
+    out = runs.runs_dir() / ctx.job_id
+    result = training.train(ctx.dataset, config, out, ctx.writer.on_event, ctx.stop, owner=ctx.owner)
+    return result.status, result.metrics, None
+
+
+def lr_find(ctx: Context) -> tuple:
+    config = TrainConfig.from_dict(ctx.params["config"])
+    finding = lrfind.lr_find(ctx.dataset, config, progress=ctx.writer.report, stop=ctx.stop)
+    return COMPLETED, {}, finding.to_dict()
+
+
+def evaluate(ctx: Context) -> tuple:
+    report = ctx.reporter("Evaluation stopped; nothing was saved.")
+    run = ctx.run("it could be evaluated")
+    ev = evaluation.evaluate_run(
+        run.path, ctx.dataset, top_k=ctx.params.get("top_k", 3),
+        progress=lambda done, total: report("classifying", done, total), user=ctx.owner,
+    )  # fmt: skip
+    return COMPLETED, {"accuracy": ev.accuracy}, None
+
+
+def label_issues(ctx: Context) -> tuple:
+    report = ctx.reporter("The label-error search was stopped; nothing was saved.")
+    run = ctx.run("its labels could be checked")
+    found = label_check.find_label_issues(
+        run.path,
+        ctx.dataset,
+        folds=ctx.params.get("folds", label_check.DEFAULT_FOLDS),
+        progress=report,
+        user=ctx.owner,
+    )
+    return COMPLETED, {"suspects": len(found.suspects), "images": found.images}, None
+
+
+def export(ctx: Context) -> tuple:
+    # a format takes tens of seconds: each one shows as it starts
+    report = ctx.reporter("The export was stopped; nothing was saved.", flush=True)
+    run = ctx.run("it could be exported")
+    bundle = exporting.export_run(run.path, bundles.exports_dir(run.path), ctx.params.get("formats") or None,
+                                  int8=bool(ctx.params.get("int8")), progress=report, user=ctx.owner)  # fmt: skip
+    return COMPLETED, {"passed": bundle.passed, "bundle": str(bundle.path)}, None
+
+
+def speed(ctx: Context) -> tuple:
+    # a dozen batches of seconds each: every one shows at once, not at the next; the probe watches the stop itself
+    report = ctx.reporter(None, flush=True)
+    ips = speedtest.measure_speed(ctx.params["image_size"], ctx.params["precision"], images=ctx.params.get("images"),
+                               progress=report, stop=ctx.stop)  # fmt: skip
+    return COMPLETED, {"images_per_second": round(ips, 3)}, None

@@ -1,0 +1,180 @@
+"""Prediction with a saved run: load once (Keras safe_mode), classify images in batches.
+
+    run = load_run("runs/ants")
+    for p in predict(run, ["a.jpg", "b.png"], top_k=3):
+        print(p.name, p.answer, p.top if p.ok else p.error)    # answer: the class, or "not sure" below threshold
+
+Images go through ``core.model.inputs.load_image`` with the run's own size and resize strategy, exactly as in
+training.
+Models answer in float32 even when trained in mixed precision, as every export does (``core.model.build.as_float32``).
+
+Loaded runs are kept in this process's one cache, most recently used last: at most ``MAX_LOADED`` of them, and
+at most ``CLASSIFIER_MODEL_CACHE_MB`` megabytes of weights (default 2048; a vgg-fc model alone holds ~540 MB).
+The least recently used go first; the run just loaded always stays. ``forget(path)`` drops a deleted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import settings
+from core.model import backend  # noqa: F401  (quiet TensorFlow import, before keras)
+
+# isort: split
+import keras
+import numpy as np
+
+from core.config import TrainConfig
+from core.imaging.pillow import ImageError, Source
+from core.model import build as _model  # also registers VGGPreprocess for loading
+from core.model import calibration
+from core.model.inputs import load_image
+from core.util.errors import UserError
+from core.workspace import runs
+
+BATCH = 32
+NOT_SURE = "not sure"
+SAVED = "saved"  # predict's default threshold: the one saved with the run (core.model.calibration)
+MAX_LOADED = 4
+_cache: OrderedDict[tuple[str, float], Run] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+@dataclass
+class Run:
+    path: Path
+    model: keras.Model
+    classes: list[str]
+    config: TrainConfig
+    info: dict
+    nbytes: int = 0  # memory held by the model's weights
+    _infer: object = field(default=None, repr=False)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a uint8 batch, through one compiled graph rather than ``model.predict``."""
+        if self._infer is None:
+            import tensorflow as tf
+
+            self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        out = [np.asarray(self._infer(images[i : i + BATCH]), dtype=np.float32) for i in range(0, len(images), BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+@dataclass
+class Prediction:
+    name: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
+    error: str | None = None
+    threshold: float | None = None  # the run's "not sure" threshold when this was classified (None: none)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def sure(self) -> bool:
+        """False when the top probability is below the run's threshold: the answer is "not sure"."""
+        return self.ok and (self.threshold is None or self.top[0][1] >= self.threshold)
+
+    @property
+    def answer(self) -> str:
+        """The class, or "not sure"; "" for an image that could not be read."""
+        return "" if not self.ok else self.top[0][0] if self.sure else NOT_SURE
+
+
+def weights_bytes(model: keras.Model) -> int:
+    """Memory held by a model's weights, from their shapes and dtypes (nothing is copied)."""
+    total = 0
+    for w in model.weights:
+        bits = re.search(r"\d+", str(w.dtype))  # float32, bfloat16, int64...; bool takes a byte
+        total += math.prod(w.shape) * (int(bits.group()) // 8 if bits else 1)
+    return total
+
+
+def cache_limit_bytes() -> int:
+    """The weights memory the loaded-model cache may hold: ``$CLASSIFIER_MODEL_CACHE_MB`` megabytes."""
+    return settings.current().megabytes("model_cache_mb")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Load a saved run: one load per run per process; a re-saved model is loaded again, old ones are dropped."""
+    path = runs.check_run(path).resolve()
+    key = (str(path), (path / "model.keras").stat().st_mtime)
+    limit = cache_limit_bytes()
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        for stale in [k for k in _cache if k[0] == key[0]]:
+            del _cache[stale]
+        try:
+            model = _model.as_float32(keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True))
+        except Exception as exc:
+            raise UserError(f"The model in {path.name} cannot be loaded ({exc}).") from None
+        _cache[key] = Run(
+            path=path,
+            model=model,
+            classes=list(runs.read_json(path / "classes.json")),
+            config=TrainConfig.from_dict(runs.read_json(path / "config.json")),
+            info=runs.read_json(path / runs.MARKER),
+            nbytes=weights_bytes(model),
+        )
+        # Dropping the cache's reference frees a model once no page or job still holds its Run.
+        while len(_cache) > 1 and (len(_cache) > MAX_LOADED or sum(r.nbytes for r in _cache.values()) > limit):
+            _cache.popitem(last=False)
+        return _cache[key]
+
+
+def forget(path: str | os.PathLike) -> bool:
+    """Drop a run from the cache (e.g. it was deleted); True if it was loaded. The folder need not exist any more."""
+    target = str(Path(path).resolve())
+    with _cache_lock:
+        keys = [k for k in _cache if k[0] == target]
+        for k in keys:
+            del _cache[k]
+    return bool(keys)
+
+
+def predict(
+    run: Run,
+    sources: list[Source],
+    top_k: int = 3,
+    names: list[str] | None = None,
+    threshold: float | str | None = SAVED,
+) -> list[Prediction]:
+    """Top-k classes for each image; a file that is not a usable image gets an error and the rest still classify.
+
+    The probabilities are the saved model's, calibrated when the run was (the temperature is in its weights).
+    Each prediction carries ``threshold`` (by default the run's saved one, read afresh: it can change on the
+    Evaluate page): below it, ``answer`` is "not sure" and ``top`` still holds the best guesses.
+    """
+    if threshold == SAVED:
+        threshold = calibration.threshold_of(run.path)
+    names = names or [Path(s).name if not isinstance(s, bytes) else f"image {i + 1}" for i, s in enumerate(sources)]
+    size, resize = run.config.image_size, run.config.resize
+
+    def decode(source: Source):
+        try:
+            return load_image(source, size, resize), None
+        except ImageError as exc:
+            return None, str(exc)
+        except OSError as exc:
+            return None, f"cannot be read ({exc.strerror or exc})"
+
+    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+        decoded = list(pool.map(decode, sources))
+    good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
+    probs = run.probabilities(np.stack([decoded[i][0] for i in good])) if good else np.zeros((0, 0))
+    k = max(1, min(top_k, len(run.classes)))
+    results = [Prediction(name, error=err, threshold=threshold) for name, (_, err) in zip(names, decoded, strict=True)]
+    for row, i in zip(probs, good, strict=True):
+        order = np.argsort(row)[::-1][:k]
+        results[i].top = [(run.classes[j], float(row[j])) for j in order]
+    return results

@@ -1,0 +1,396 @@
+"""The model card's facts: every number and setting it shows, read from the run's own files, and the owner's words.
+
+set_purpose(run_dir, "Sorts ants from bees in the garden survey.", user)   # the owner's own words
+purpose(run_dir)                                                           # "" until someone writes one
+facts(run_dir)                       # every fact the card shows, as data (for tests and other code)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from core.config import IMBALANCED, TrainConfig
+from core.evaluate.evaluation import load_evaluation
+from core.imaging.spec import preprocessing_spec
+from core.model import calibration
+from core.util import names
+from core.util.errors import UserError
+from core.util.files import package_versions, sha256_of
+from core.workspace import access, runs
+
+PURPOSE_FILE = "card.json"  # in the run's folder: {"purpose": "...", "by": "...", "at": "..."}
+MAX_PURPOSE = 2000
+PLACEHOLDER = (
+    "Nobody has written yet what this model is for. Its owner can say so on the Runs page (Model card), "
+    "before anyone relies on it."
+)
+PACKAGES = ("tensorflow", "keras", "numpy", "pillow")
+MIN_VAL_IMAGES = calibration.MIN_IMAGES  # below it there is no calibration, and the validation accuracy is rough
+MAX_TABLE_CLASSES = 12  # the confusion matrix as a Markdown table up to this many classes; wider is unreadable
+SPLIT_FOLDERS = {"train", "val", "valid", "validation", "test"}  # a "split" dataset's top folders (core.data.dataset)
+NOT_RECORDED = "–"
+
+HEADS = {
+    "small-fc": "small-fc: Flatten, Dense 256, Dropout, Dense 256, Dropout, softmax",
+    "gap": "gap: global average pooling, Dropout, softmax",
+    "vgg-fc": "vgg-fc: VGG16's own fully connected layers, new last layer",
+}
+RESIZES = {
+    "crop": "centre crop (the largest centred square)",
+    "pad": "pad (the whole image, bordered to a square)",
+    "stretch": "stretch (both sides scaled; the aspect ratio is not kept)",
+}
+OPTIMIZERS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta", "adam": "Adam",
+              "adamw": "AdamW"}  # fmt: skip
+
+
+class CardError(UserError):
+    """The run's files cannot make a card (missing or damaged); the message says which and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- the owner's words
+
+
+def purpose(run_dir: str | os.PathLike) -> str:
+    """The owner's line about what the model is for, or ""."""
+    try:
+        data = runs.read_json(Path(run_dir) / PURPOSE_FILE)
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("purpose") or "") if isinstance(data, dict) else ""
+
+
+def set_purpose(run_dir: str | os.PathLike, text: str, user: str = access.GUEST) -> None:
+    """Save what the model is for (only the run's owner or an admin may, when sign-in is on)."""
+    info = runs.read_run(run_dir)
+    access.check(user, info.owner, f"describe the run {info.id}")
+    names.check(text, "The description", lines=True)
+    runs.write_json(
+        Path(run_dir) / PURPOSE_FILE,
+        {"purpose": text.strip()[:MAX_PURPOSE], "by": user, "at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the facts
+
+
+def percent(x: float | None) -> str:
+    """How the card writes a share: '66.7%' ('–' when not recorded)."""
+    return NOT_RECORDED if x is None else f"{x:.1%}"
+
+
+def number(x: float | None, digits: int = 4) -> str:
+    """How the card writes a loss or another plain number: '0.6931' ('–' when not recorded)."""
+    return NOT_RECORDED if x is None else f"{x:.{digits}f}"
+
+
+def facts(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Every fact the card shows, as plain data (json-serialisable).
+
+    Keys: ``run``, ``title``, ``purpose``, ``dataset``, ``training`` (rows of setting/label/value/text),
+    ``metrics``, ``evaluation`` (None before one), ``calibration`` (None for a run saved before it existed),
+    ``limits`` (rows of key/text, only those that apply), ``preprocessing``
+    (``core.imaging.spec.preprocessing_spec``),
+    ``versions`` and ``model`` (file, bytes, sha256, the Keras version it was saved with).
+    Raises ``CardError`` (a ``UserError``) for a folder that is no run or whose files are damaged.
+    """
+    path = runs.check_run(run_dir)  # UserError for a folder without the marker or without the model
+    # read_run forgives unreadable files with defaults; a card must not present defaults as what the run did.
+    config_data = _required(path, "config.json", dict)
+    classes = _required(path, "classes.json", list)
+    metrics = _required(path, "metrics.json", dict)
+    try:
+        info = runs.read_run(path)
+        config = TrainConfig.from_dict(config_data)
+    except (AttributeError, TypeError, ValueError):
+        raise CardError(
+            f"The run {path.name} is damaged: its run.json or config.json is not what a run saves."
+        ) from None
+    report = _optional(path / "dataset.json", dict)
+    split = _optional(path / "split.json", dict)
+    ev = load_evaluation(path)
+    cal = calibration.load(path)
+
+    dataset = _dataset(info.dataset, [str(c) for c in classes], report, split, metrics)
+    evaluation = _evaluation(ev) if ev is not None else None
+    trust = _calibration(cal, metrics)
+    result = {
+        "run": {
+            "id": info.id,
+            "dataset": info.dataset,
+            "status": info.status,
+            "started": info.started,
+            "finished": info.finished,
+            "owner": info.owner,
+        },
+        "title": info.dataset or info.id,
+        "purpose": purpose(path),
+        "dataset": dataset,
+        "training": _settings(config, metrics, dataset),
+        "metrics": _metrics(config, metrics),
+        "evaluation": evaluation,
+        "calibration": trust,
+        "preprocessing": preprocessing_spec(config.image_size, config.resize),
+        "versions": package_versions(PACKAGES),
+        "model": _model_file(path / "model.keras"),
+    }
+    result["limits"] = _limits(info.status, config, result)
+    return result
+
+
+def _required(path: Path, name: str, kind: type) -> Any:
+    try:
+        data = runs.read_json(path / name)
+    except FileNotFoundError:
+        raise CardError(f"The run {path.name} has no {name}; it was not saved completely, so it has no card.") from None
+    except (OSError, ValueError):
+        raise CardError(f"The run {path.name} is damaged: its {name} cannot be read.") from None
+    if not isinstance(data, kind):
+        raise CardError(f"The run {path.name} is damaged: its {name} does not hold what a run saves there.")
+    return data
+
+
+def _optional(path: Path, kind: type) -> Any:
+    try:
+        data = runs.read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, kind) else None
+
+
+def _class_of(file: str, classes: set[str], layout: str) -> str | None:
+    """The class folder of a file in split.json (a path relative to the dataset's folder, maybe under a wrapper
+    folder and, for a split dataset, under train/, val/ or test/)."""
+    parts = PurePosixPath(file).parts[:-1]
+    for i, part in enumerate(parts):
+        if part in classes and (layout != "split" or (i > 0 and parts[i - 1].lower() in SPLIT_FOLDERS)):
+            return part
+    return None
+
+
+def _dataset(name: str, classes: list[str], report: dict | None, split: dict | None, metrics: dict) -> dict:
+    """Per class: its images in the dataset, and those the run trained, validated and could test on."""
+    report = report or {}
+    counts = report.get("counts") if isinstance(report.get("counts"), dict) else {}
+    layout = str(report.get("layout") or "classes")
+    # split.json says what the run really used (after dropped duplicates and excluded images): count from it when
+    # every file's class can be read off its path, else fall back to the dataset's own train/val/test folders.
+    used: dict[str, dict[str, int]] | None = None
+    if split:
+        used = {part: dict.fromkeys(classes, 0) for part in ("train", "val", "test")}
+        known = set(classes)
+        for part in used:
+            for file in split.get(part) or []:
+                cls = _class_of(str(file), known, layout)
+                if cls is None:
+                    used = None
+                    break
+                used[part][cls] += 1
+            if used is None:
+                break
+    rows = []
+    for cls in classes:
+        own = counts.get(cls) if isinstance(counts.get(cls), dict) else {}
+        row = {"class": cls, "images": sum(int(v) for v in own.values()) if own else None}
+        for part in ("train", "val", "test"):
+            row[part] = used[part][cls] if used is not None else (int(own[part]) if part in own else None)
+        rows.append(row)
+    total = report.get("total")
+    if total is None and all(r["images"] is not None for r in rows):
+        total = sum(r["images"] for r in rows)
+    return {
+        "name": name,
+        "layout": layout,
+        "classes": rows,
+        "total": total,
+        "train_images": metrics.get("train_images"),
+        "val_images": metrics.get("val_images"),
+        "test_images": sum(r["test"] or 0 for r in rows),
+        "skipped": len(report.get("skipped") or []),
+        "counted_from": "split.json" if used is not None else "dataset.json",
+    }
+
+
+def _settings(config: TrainConfig, metrics: dict, dataset: dict) -> list[dict[str, Any]]:
+    """The TrainConfig in words: rows of {setting, label (the form's own), value (as saved), text}."""
+    label = {f.name: f.metadata["label"] for f in TrainConfig.describe()}
+    c = config
+    if c.weights == "imagenet":
+        weights = "ImageNet (pretrained VGG16)"
+    elif c.weights == "none":
+        weights = "random (not pretrained)"
+    else:  # only the file's name: the server's folders are nobody's business
+        weights = f"a VGG16 weights file ({Path(str(c.weights)).name})"
+    optimizer = OPTIMIZERS.get(c.optimizer, c.optimizer)
+    if c.applies("momentum"):
+        optimizer += f", momentum {c.momentum:g}" + (", Nesterov" if c.nesterov else "")
+    if c.applies("weight_decay"):
+        optimizer += f", weight decay {c.weight_decay:g}"
+    rate = f"{c.learning_rate:g}" + (f", decaying by {c.decay:g} per step" if c.decay else "")
+    epochs = f"{c.epochs}"
+    if c.two_phase:
+        epochs += (
+            f" with only the head training, then {c.fine_tune_epochs} more with the last {c.unfreeze} layers "
+            f"unfrozen at the learning rate ÷ {c.fine_tune_lr_divisor:g}"
+        )
+    augmentation = [
+        f.metadata["label"] + ("" if isinstance(getattr(c, f.name), bool) else f" {getattr(c, f.name):g}")
+        for f in TrainConfig.describe("augmentation")
+        if getattr(c, f.name)
+    ]
+    if c.class_weight == "balanced":
+        given = metrics.get("class_weights") or {}
+        weights_used = ", ".join(f"{k} {v:g}" for k, v in given.items() if isinstance(v, int | float))
+        class_weight = "balanced: each class weighs as much as the others" + (
+            f" ({weights_used})" if weights_used else ""
+        )
+    else:
+        class_weight = "none: every image counts the same"
+    has_val_folder = any(r["val"] for r in dataset["classes"]) and dataset["layout"] == "split"
+    rows = [
+        ("weights", c.weights, weights),
+        ("head", c.head, HEADS.get(c.head, c.head)),
+        ("image_size", c.image_size, f"{c.image_size} × {c.image_size}"),
+        ("resize", c.resize, RESIZES.get(c.resize, c.resize)),
+        ("unfreeze", c.unfreeze, f"{c.unfreeze} (every layer before them stays frozen)"),
+        ("optimizer", c.optimizer, optimizer),
+        ("learning_rate", c.learning_rate, rate),
+        ("epochs", c.epochs, epochs),
+        ("batch_size", c.batch_size, str(c.batch_size)),
+        ("validation_split", c.validation_split,
+         "the dataset's own validation folder" if has_val_folder else f"{c.validation_split:.0%} of each class"),
+        ("augmentation", c.augmented, ", ".join(augmentation) if augmentation else "none"),
+        ("class_weight", c.class_weight, class_weight),
+        ("early_stopping", c.early_stopping,
+         f"after {c.early_stopping} epochs without a better validation loss" if c.early_stopping else "off"),
+        ("calibrate", c.calibrate, "yes" if c.calibrate else "no"),
+        ("seed", c.seed, str(c.seed)),
+    ]  # fmt: skip
+    if c.exclude:
+        rows.append(("exclude", len(c.exclude), f"{len(c.exclude)} images left out as suspected label errors"))
+    return [{"setting": k, "label": label.get(k, "Augmentation"), "value": v, "text": t} for k, v, t in rows]
+
+
+def _metrics(config: TrainConfig, metrics: dict) -> dict[str, Any]:
+    keys = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs_completed", "train_images",
+            "val_images", "val_duplicates_dropped", "val_duplicates", "test_duplicates", "seconds")  # fmt: skip
+    return {**{k: metrics.get(k) for k in keys}, "epochs_planned": config.total_epochs}
+
+
+def _evaluation(ev) -> dict[str, Any]:
+    return {
+        "split": {"val": "validation", "test": "test"}.get(ev.split, ev.split or ev.source),
+        "data": ev.data,
+        "created": ev.created,
+        "images": ev.images,
+        "accuracy": ev.accuracy,
+        "loss": ev.loss,
+        # top-k says something only when k is below the number of classes (then every answer is in the top k)
+        "top_k": ev.top_k if ev.top_k < len(ev.classes) else None,
+        "top_k_accuracy": ev.top_k_accuracy if ev.top_k < len(ev.classes) else None,
+        "classes": list(ev.classes),
+        "confusion": ev.confusion,
+        "per_class": [
+            {k: row.get(k) for k in ("class", "precision", "recall", "f1", "support")} for row in ev.per_class
+        ],
+    }
+
+
+def _calibration(report: calibration.Report | None, metrics: dict) -> dict[str, Any] | None:
+    if report is None:
+        old = metrics.get("calibration")  # metrics.json keeps the key numbers too
+        if not isinstance(old, dict):
+            return None
+        report = calibration.Report(
+            temperature=old.get("temperature") or 1.0,
+            calibrated=(old.get("temperature") or 1.0) != 1.0,
+            ece_before=old.get("ece_before"),
+            ece_after=old.get("ece_after"),
+            threshold=old.get("threshold"),
+            coverage=old.get("coverage"),
+        )
+    return {
+        "calibrated": report.calibrated,
+        "reason": report.reason,
+        "temperature": report.temperature,
+        "images": report.images,
+        "split": {"val": "validation"}.get(report.split, report.split),
+        "ece_before": report.ece_before,
+        "ece_after": report.ece_after,
+        "threshold": report.threshold,
+        "coverage": report.coverage,
+        "accuracy": report.accepted_accuracy,
+        "target": report.target,
+        "threshold_source": report.threshold_source,
+    }
+
+
+def _limits(status: str, config: TrainConfig, f: dict[str, Any]) -> list[dict[str, str]]:
+    """The known limits that apply to this run, each with a sentence a stakeholder understands."""
+    found: dict[str, str] = {}
+    m, data = f["metrics"], f["dataset"]
+    if config.weights == "none":
+        found["random_weights"] = (
+            "The model started from random weights, not ImageNet: with a few hundred photos it learns far less "
+            "than a pretrained one would."
+        )
+    sizes = {r["class"]: r["images"] if r["images"] is not None else r["train"] for r in data["classes"]}
+    sizes = {k: v for k, v in sizes.items() if v}
+    if len(sizes) >= 2:
+        big, small = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
+        if sizes[big] >= IMBALANCED * sizes[small]:
+            remedy = (
+                "training weighed the classes to make up for it (class weights: balanced), yet"
+                if config.class_weight == "balanced"
+                else "training did not weigh the classes, so"
+            )
+            found["imbalance"] = (
+                f"The classes are imbalanced: '{big}' has {sizes[big]} images, '{small}' only {sizes[small]} "
+                f"({sizes[big] / sizes[small]:.1f}×); {remedy} the overall accuracy can look good while '{small}' "
+                "is often missed: read its recall."
+            )
+    leaks = [(m.get("val_duplicates") or 0, "validation"), (m.get("test_duplicates") or 0, "test")]
+    leaks = [(n, f"{n} {where} image{'s' if n != 1 else ''}") for n, where in leaks if n]
+    if leaks:
+        are = "is an exact or near copy" if sum(n for n, _ in leaks) == 1 else "are exact or near copies"
+        found["leaks"] = (
+            f"{' and '.join(words for _, words in leaks)} {are} of training images: the model has seen them, so "
+            "the scores on them flatter it."
+        )
+    if m.get("val_images") is not None and m["val_images"] < MIN_VAL_IMAGES:
+        found["small_validation"] = (
+            f"Only {m['val_images']} validation images: the validation accuracy is rough, and the probabilities "
+            f"could not be calibrated (that needs at least {MIN_VAL_IMAGES})."
+        )
+    if f["evaluation"] is None:
+        found["not_evaluated"] = (
+            "Not evaluated yet: the numbers are the validation scores from training; an evaluation (Evaluate page) "
+            "adds the confusion matrix and each class's precision and recall."
+        )
+    if status == "stopped":
+        found["stopped"] = (
+            f"Training was stopped early: {m.get('epochs_completed') or 0} of {m['epochs_planned']} epochs completed."
+        )
+    return [{"key": k, "text": t} for k, t in found.items()]
+
+
+def _model_file(path: Path) -> dict[str, Any]:
+    # A .keras file is a zip whose metadata.json names the Keras version that saved it: no Keras needed to read it.
+    saved = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            saved = json.loads(zf.read("metadata.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_of(path),
+        "keras_version": saved.get("keras_version") if isinstance(saved, dict) else None,
+        "saved": saved.get("date_saved") if isinstance(saved, dict) else None,
+    }
