@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 ISOLATED_ENV = ("CLASSIFIER_RUNS_DIR", "CLASSIFIER_CACHE_DIR", "CLASSIFIER_WORK_DIR", "KERAS_HOME")
 
@@ -187,3 +187,38 @@ def fast_training(monkeypatch):
 
     monkeypatch.setattr(core.train.training, "train", fake_train)
     monkeypatch.setattr(core.train.lrfind, "lr_find", fake_lr_find)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip("\n").split("\n")
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert proc.stdout == ""
+
+
+def photo(seed: int, size=(256, 192)) -> Image.Image:
+    """A photo-like image: smooth random colour waves, shapes, a little noise and blur; different per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    arr = np.full((h, w, 3), 128.0)
+    for c in range(3):
+        for _ in range(5):
+            fx, fy = rng.uniform(-5, 5, 2)
+            arr[..., c] += rng.uniform(15, 45) * np.cos(2 * np.pi * (fx * x + fy * y) + rng.uniform(0, 2 * np.pi))
+    im = Image.fromarray(np.clip(arr + rng.normal(0, 6, arr.shape), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+        box = (x0, y0, x0 + int(rng.integers(20, 90)), y0 + int(rng.integers(20, 70)))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    return im.filter(ImageFilter.GaussianBlur(1))
+
+
+def encoded(im: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **options)
+    return buf.getvalue()

@@ -41,7 +41,7 @@ import numpy as np
 
 from core.data.dataset import Dataset, load_dataset
 from core.util.errors import UserError
-from core.workspace import access, runs
+from core.workspace import access, datasets, records, runs
 
 FILE = "label_issues.json"  # in the run folder
 FORMAT = 1
@@ -259,11 +259,8 @@ def _images(run: runs.RunInfo, dataset: Dataset | None) -> tuple[Dataset, list[s
         raise UserError(f"The run {run.id} has no readable split.json, so its training images are unknown.") from None
     if not files:
         raise UserError(f"The run {run.id} recorded no training images.")
-    if dataset is None and run.dataset_id:
-        from core.workspace import datasets, records
-
-        if records.exists(run.dataset_id):
-            dataset = datasets.open_dataset(run.dataset_id)
+    if dataset is None and run.dataset_id and records.exists(run.dataset_id):
+        dataset = datasets.open_dataset(run.dataset_id)
     if dataset is None:
         root = saved.get("root")
         if not root or not Path(root).is_dir():
@@ -286,6 +283,7 @@ def _features(run: runs.RunInfo, paths: list[str], progress, cache) -> tuple[np.
     """(one vector per image, which layer it came from in words, whether that layer was trained on the labels)."""
     import keras  # TensorFlow loads here, after every cheap check
 
+    # TensorFlow loads here: pages import this module to read saved results
     from core.model.build import freeze
     from core.train.features import Plan, extract, plan_training
 

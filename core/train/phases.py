@@ -4,7 +4,7 @@
     d = decide(layer_facts, augment=False)      # d.cached, d.cut, d.reason: the cached fast path, or end to end
 
 ``decide`` is the one rule for where a frozen prefix ends: ``core.train.features.plan_training`` applies it to a
-built model, ``core.train.estimate`` to VGG16's layer table (``core.model.vgg16``), so a time estimate plans the
+built model, ``core.train.estimates`` to VGG16's layer table (``core.model.vgg16``), so a time estimate plans the
 same path the training will take.
 """
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 
 from core import settings
 from core.util.errors import UserError
+from core.workspace import db
 
 GUEST = ""
 SEP = "|"  # between issuer and subject in a user's key; neither an e-mail nor a subject holds it in practice
@@ -109,8 +110,6 @@ def identity(claims: Mapping) -> tuple[str, str]:
 
 def sign_in(claims: Mapping) -> str:
     """Remember who the claims name (their e-mail, for display and the admin list) and return the user's key."""
-    from core.workspace import db
-
     key, email = identity(claims)
     with db.connect(write=True) as con:
         con.execute(
@@ -127,8 +126,6 @@ def email_of(user: str) -> str:
         return ""
     if SEP not in user:
         return user  # a key that is an e-mail: the CLI, older records
-    from core.workspace import db
-
     with contextlib.suppress(UserError), db.connect() as con:
         row = con.execute("SELECT email FROM users WHERE key = ?", (user,)).fetchone()
         return row["email"] if row else ""

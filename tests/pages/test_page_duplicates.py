@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import make_zip
+from conftest import encoded, make_zip, photo
 from pagetest import assert_clean, open_app, texts
-from test_duplicates import encoded, photo
 
 from core.data import hashes
 from core.workspace import datasets

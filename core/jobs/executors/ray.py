@@ -69,7 +69,7 @@ def _relay_name(path: Path) -> str:
 
 class Relay:
     """The workspace records for jobs on other machines: runs next to the database file (a Ray actor pinned to
-    the web server's machine) and does what ``core.jobs.registry.Store`` does there."""
+    the web server's machine) and does what ``core.jobs.store.Store`` does there."""
 
     def __init__(self, path: str, folders: dict[str, str]):
         self.store, self.folders = Store(Path(path)), folders
@@ -86,7 +86,7 @@ class Relay:
 
 
 class RemoteStore(Store):
-    """``core.jobs.registry.Store`` for a process on another machine: every read and write goes through the relay."""
+    """``core.jobs.store.Store`` for a process on another machine: every read and write goes through the relay."""
 
     def __init__(self, relay):
         self.relay = relay

@@ -8,25 +8,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import COLORS, ROOT, class_entries, jpeg_bytes, make_zip, run_cli
+from conftest import COLORS, ROOT, assert_user_error, class_entries, jpeg_bytes, make_zip, run_cli
 
 from core.config import TrainConfig
 
 # What TensorFlow's C++ runtime prints when it is not silenced (absl log lines, CUDA probes, CPU notes).
 TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl|cuda|cpu_feature_guard|oneDNN|TF_ENABLE|tensorflow", re.I | re.M)
-
-
-def assert_user_error(proc: subprocess.CompletedProcess, needle: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip("\n").split("\n")
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and needle in lines[0]
-    assert proc.stdout == ""
 
 
 @pytest.fixture(scope="module")

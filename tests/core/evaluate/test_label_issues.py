@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS, jpeg_bytes, make_zip, run_cli, tiny_config
-from test_cli import assert_user_error
+from conftest import COLORS, assert_user_error, jpeg_bytes, make_zip, run_cli, tiny_config
 
 from core.config import TrainConfig
 from core.evaluate import label_issues
