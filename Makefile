@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-ray.txt requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m core serve --port $(PORT)   # pages and API (/api/v1) on one port: server.py
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .

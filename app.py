@@ -26,6 +26,7 @@ else:
             st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
             st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
             st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+            st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
             st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
             st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
         ]

@@ -214,6 +214,14 @@ class TrainConfig:
         label="Excluded images", section="data", widget="none",
     )  # fmt: skip
 
+    # The saved dataset's version (core.workspace.versions) the run trains on: None = the newest when the job is
+    # submitted, which then pins the version it was given; a run's config.json records the one it trained on.
+    dataset_version: int | None = _opt(
+        None, "the version of a saved dataset to train on, as DATASET@N says (python -m core datasets versions ID "
+        "lists them); a run records the one it trained on. None: the newest",
+        label="Dataset version", section="data", widget="none",
+    )  # fmt: skip
+
     def __post_init__(self):
         self.exclude = tuple(self.exclude or ())  # config.json holds a list; the CLI gives None when not used
 
@@ -245,6 +253,9 @@ class TrainConfig:
                 f"The vgg-fc head keeps VGG16's fully connected layers, which only fit {VGG_FC_SIZE}x{VGG_FC_SIZE} "
                 f"images; choose --image-size {VGG_FC_SIZE} or another head (small-fc, gap)."
             )
+        version = self.dataset_version
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise UserError(f"--dataset-version must be a version number (1, 2, ...); got {version!r}.")
         checks = [
             (
                 not self.two_phase or self.unfreeze >= min_fine_tune_unfreeze(self.head),

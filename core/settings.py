@@ -38,6 +38,10 @@ VARIABLES = {
     "max_pixels": "CLASSIFIER_MAX_PIXELS",
     "admins": "CLASSIFIER_ADMINS",
     "demo_per_minute": "CLASSIFIER_DEMO_PER_MINUTE",
+    "review_cap": "CLASSIFIER_REVIEW_CAP",  # images waiting in one dataset's review queue
+    "api_images_per_minute": "CLASSIFIER_API_IMAGES_PER_MINUTE",
+    "api_max_files": "CLASSIFIER_API_MAX_FILES",
+    "api_max_mb": "CLASSIFIER_API_MAX_MB",
     "devices": "CLASSIFIER_DEVICES",
     "max_jobs": "CLASSIFIER_MAX_JOBS",
     "executor": "CLASSIFIER_EXECUTOR",
@@ -67,6 +71,10 @@ class Settings:
     max_pixels: int = 40_000_000  # decoded RGB: 120 MB, and about four copies of it on the way to the model
     admins: tuple[str, ...] = ()  # e-mail addresses as written (core.workspace.access makes them canonical)
     demo_per_minute: int = 30  # answers one demo link gives a minute, whoever holds it
+    review_cap: int = 2000  # images one dataset's review queue holds (queued or labelled); more are refused
+    api_images_per_minute: int = 600  # images one API key may have classified a minute
+    api_max_files: int = 64  # images in one API request
+    api_max_mb: float = 64.0  # bytes of one API request's body, in megabytes
     devices: str = ""  # "": every GPU, else the CPU (core.model.distribute)
     max_jobs: int = 1  # jobs running at once: 2 CPU cores are not shared well
     executor: str = ""  # "": ray when ray_address is set, else process (core.jobs.executors)
@@ -145,6 +153,10 @@ def from_env(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         max_pixels=max(1, _number(get["max_pixels"], int, d.max_pixels)),
         admins=tuple(a.strip() for a in (get["admins"] or "").split(",") if a.strip()),
         demo_per_minute=max(1, _number(get["demo_per_minute"], int, d.demo_per_minute)),
+        review_cap=max(1, _number(get["review_cap"], int, d.review_cap)),
+        api_images_per_minute=max(1, _number(get["api_images_per_minute"], int, d.api_images_per_minute)),
+        api_max_files=max(1, _number(get["api_max_files"], int, d.api_max_files)),
+        api_max_mb=_number(get["api_max_mb"], float, d.api_max_mb, low=0.001),
         devices=(get["devices"] or "").strip(),
         max_jobs=max(1, _number(get["max_jobs"], int, d.max_jobs)),
         executor=(get["executor"] or "").strip(),

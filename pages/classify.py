@@ -7,6 +7,7 @@ from core.model import calibration
 from core.util.errors import UserError
 from core.workspace.runs import run_infos
 from ui import charts, session
+from ui.review_inputs import keep_for_review, keep_toggle
 
 IMAGE_TYPES = None  # accept any file: a non-image gets its own message, the others still classify
 MAX_IMAGE_MB = 50  # per photo; the 1 GB server limit is for dataset zips
@@ -64,6 +65,8 @@ files = c1.file_uploader(
 )
 top_k = c2.slider("Top classes to show", 1, max(1, min(10, len(run.classes))), min(3, len(run.classes)))
 photo = st.camera_input("Or take a photo") if c2.toggle("Use the camera") else None
+with c2:
+    keep = keep_toggle(run_info, "classify")
 
 files = files or []
 if len(files) > MAX_FILES:
@@ -84,6 +87,9 @@ from core.model.predict import predict  # noqa: E402  (TensorFlow is already loa
 
 with st.spinner(f"Classifying {session.plural(len(inputs), 'image')}…"):
     results = predict(run, [data for _, data in inputs], top_k=top_k, names=[name for name, _ in inputs])
+if keep:  # opted in: the images and the answers go to the review queue of the model's dataset
+    keep_for_review(run_info, [(name, data, p) for (name, data), p in zip(inputs, results, strict=True)], "classify",
+                    session.user())  # fmt: skip
 
 if len(results) > 1:
     table = pd.DataFrame(

@@ -19,6 +19,7 @@ from core.workspace import records
 from ui import charts, session
 from ui.datasets_views import ingest, label, manage, pending, when, who
 from ui.duplicates_views import duplicates_section
+from ui.review_inputs import add_images_section
 from ui.session import (
     DATASET_KEY,
     UPLOAD,
@@ -26,6 +27,7 @@ from ui.session import (
     plural,
     session_dir,
 )
+from ui.versions_views import versions_section
 
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 128
@@ -131,6 +133,7 @@ if report.image_sizes:
 if report.skipped:
     with st.expander(f"Skipped files ({len(report.skipped)})"):
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
+versions_section(ds)  # its versions: who changed what, and the validation images each one adds
 
 st.subheader("Examples")
 for k, cls in enumerate(ds.classes):
@@ -141,4 +144,5 @@ for k, cls in enumerate(ds.classes):
         col.image(thumbnail(path, THUMB_SIZE), caption=path.name, width="stretch")
 
 duplicates_section(ds)  # exact and near duplicates, leaks and conflicting labels (hashed once per dataset)
+add_images_section(ds)  # more images of a class, without a zip: through the review queue
 st.page_link("pages/train.py", label="Next: train a model", icon=":material/arrow_forward:")

@@ -1,8 +1,9 @@
 """Demo: one shared model for a stakeholder: its name and purpose, a photo in, one large answer, nothing else.
 
 Opened by a Share link (``?demo=<run id>&key=<token>``, ui/share_views.py): app.py routes such an address here
-alone, with no menu and no sidebar. Nothing on this page changes anything on the server, and it fits a phone
-(one column, no wide tables).
+alone, with no menu and no sidebar. Nothing on this page changes anything on the server, except that a visitor may
+opt in to keep a photo for the model's owner to review (the link's key is the permission to classify, and so to
+queue: core.workspace.review, capped per dataset). It fits a phone (one column, no wide tables).
 """
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import streamlit as st
 from core.publish.card import facts, render
 from core.workspace import share
 from ui import charts, session
+from ui.review_inputs import keep_for_review, keep_toggle
 from ui.session import DEMO_PARAM, KEY_PARAM
 
 MAX_IMAGE_MB = 50  # as on Classify
@@ -52,6 +54,7 @@ st.caption(
 
 upload = st.file_uploader("Choose a photo", key=UPLOAD, max_upload_size=MAX_IMAGE_MB)
 photo = st.camera_input("Take a photo", key=CAMERA) if st.toggle("Use the camera", key=CAMERA_ON) else None
+keep = keep_toggle(info, "demo", "Keep this photo so that the model's owner can review it")
 chosen = photo if photo is not None else upload
 wait = share.take_answer(info.id) if chosen is not None else 0.0
 if chosen is None:
@@ -68,6 +71,8 @@ else:
     data = chosen.getvalue()
     with st.spinner("Looking at the photo…"):
         (p,) = predict(load_run(info.path), [data], top_k=TOP_K, names=[chosen.name])
+    if keep:
+        keep_for_review(info, [(chosen.name, data, p)], "demo")
     if not p.ok:
         st.error(f"**{session.escape(chosen.name)}** cannot be read ({session.escape(p.error)}): choose a photo, "
                  "a JPEG or a PNG.", icon=":material/broken_image:")  # fmt: skip

@@ -1,5 +1,5 @@
-"""Runs: every saved model on this server, its history; download, delete, share or export it, its model card;
-2-5 runs compared side by side."""
+"""Runs: every saved model on this server, its history; download, delete, share or export it, its API keys, its
+model card; 2-5 runs compared side by side."""
 
 from functools import partial
 
@@ -10,9 +10,11 @@ from core.workspace.runs import export_zip, run_infos
 from ui import charts, session
 from ui.card_views import card_section
 from ui.export_views import export_section
+from ui.keys_views import keys_panel
 from ui.runs_views import cache_panel, compare_section, delete_button, runs_table
 from ui.session import DATASET_PARAM, RUN_PARAM, SETTINGS_FROM
 from ui.share_views import share_panel
+from ui.versions_views import retrain_button
 
 session.page()
 st.title("Runs")
@@ -36,6 +38,7 @@ with st.expander("Settings"):
 if run.dataset_id and records.exists(run.dataset_id):
     st.page_link("pages/train.py", label="Train again with these settings", icon=":material/replay:",
                  query_params={DATASET_PARAM: run.dataset_id, SETTINGS_FROM: run.id})  # fmt: skip
+    retrain_button(run)  # on a run whose dataset has a newer version than it trained on
 else:
     st.caption("Its dataset is no longer saved on this server: to train again, upload the zip on Dataset.")
 c0, c1, c2, c3 = st.columns(4)
@@ -49,6 +52,7 @@ c2.download_button(  # zipped on click only: compressing the model takes seconds
 )  # fmt: skip
 delete_button(c3, run)
 share_panel(run)
+keys_panel(run)
 card_section(run)
 export_section(run)
 

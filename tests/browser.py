@@ -1,4 +1,4 @@
-"""What the browser tests share: the app served by `streamlit run` (stopped and started again at will), Debian's
+"""What the browser tests share: the app served by `python -m core serve` (stopped and started again at will), Debian's
 Chromium driven by Playwright, and waits on Streamlit's script state rather than on sleeps.
 
     app = AppServer(tmp_path, env={"CLASSIFIER_MAX_JOBS": "1"}).start()
@@ -11,6 +11,7 @@ Chromium driven by Playwright, and waits on Streamlit's script state rather than
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -78,7 +79,8 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 class AppServer:
-    """`streamlit run app.py` on a free local port, with its own runs, work and Keras folders under ``base``."""
+    """`python -m core serve` (the pages and the API) on a free local port, with its own runs, work and Keras
+    folders under ``base``."""
 
     def __init__(self, base: Path, env: dict[str, str] | None = None, flags: list[str] | None = None):
         browser_or_fail()
@@ -96,9 +98,9 @@ class AppServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AppServer:
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-               "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               *self.flags]  # fmt: skip
+        # The product's own server (make run): the pages and the API on one port, served by uvicorn.
+        cmd = [sys.executable, "-m", "core", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self._config_from_flags()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -106,7 +108,7 @@ class AppServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {self.proc.returncode}:\n{log_tail(self.log)}")
+                pytest.fail(f"the server exited with {self.proc.returncode}:\n{log_tail(self.log)}")
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=5) as resp:
                     if resp.status == 200:
@@ -114,8 +116,24 @@ class AppServer:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(self.log)}")
+                pytest.fail(f"the server did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(self.log)}")
             time.sleep(0.5)
+
+    def _config_from_flags(self) -> None:
+        """Streamlit options given as ``streamlit run`` flags (``--secrets.files PATH``), as uvicorn's Streamlit reads
+        them: from the user's ``~/.streamlit/config.toml`` (a home of this server's own, so the checkout's files and
+        the real home are left alone)."""
+        if not self.flags:
+            return
+        sections: dict[str, list[str]] = {}
+        for flag, value in zip(self.flags[::2], self.flags[1::2], strict=True):
+            section, name = flag.removeprefix("--").split(".", 1)
+            sections.setdefault(section, []).append(f"{name} = {json.dumps([value] if name == 'files' else value)}")
+        home = self.base / "home"
+        (home / ".streamlit").mkdir(parents=True, exist_ok=True)
+        text = "".join(f"[{section}]\n" + "\n".join(lines) + "\n" for section, lines in sections.items())
+        (home / ".streamlit" / "config.toml").write_text(text)
+        self.env["HOME"] = str(home)
 
     def stop(self, sig: int = signal.SIGTERM, workers: bool = True) -> None:
         """Stop the server; with ``workers``, also the job processes it started (they outlive the server)."""

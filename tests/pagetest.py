@@ -20,6 +20,7 @@ PAGES = {
     "pages/train.py": "Train",
     "pages/evaluate.py": "Evaluate",
     "pages/classify.py": "Classify",
+    "pages/review.py": "Review",
     "pages/runs.py": "Runs",
     "pages/jobs.py": "Jobs",
 }

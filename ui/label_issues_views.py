@@ -48,7 +48,7 @@ def _start(run: RunInfo, label: str) -> None:
     if st.button(label, icon=":material/label_off:", key=f"label_issues_start_{run.id}"):
         dataset_id = _saved_dataset(run)
         try:
-            ds = datasets.open_dataset(dataset_id) if dataset_id else None
+            ds = datasets.open_dataset(dataset_id, version=run.dataset_version) if dataset_id else None
         except UserError as exc:
             session.error(exc, icon=":material/error:")
             return

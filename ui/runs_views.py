@@ -12,6 +12,7 @@ from core.workspace import access
 from core.workspace.runs import RunInfo, delete_run
 from ui import charts, session
 from ui.session import RUN_PARAM, flash
+from ui.versions_views import compare_versions
 
 # Widget keys. COMPARE is also the query parameter (?compare=<id>&compare=<id>): a comparison is a shareable link.
 COMPARE = "compare"
@@ -174,6 +175,7 @@ def compare_section(runs: list[RunInfo]) -> None:
         st.caption("Train a second model to compare runs side by side.")
         return
     paths = {r.id: r.path for r in runs}
+    by_id = {r.id: r for r in runs}
     picked = st.multiselect(
         "Runs to compare", list(paths), key=COMPARE, max_selections=MAX_RUNS, bind="query-params",
         placeholder="Pick runs",
@@ -190,5 +192,6 @@ def compare_section(runs: list[RunInfo]) -> None:
         session.error(exc)
         return
     settings_table(cmp)
+    compare_versions([by_id[i] for i in picked if i in by_id])
     curves(cmp)
     metrics_table(cmp)

@@ -20,7 +20,7 @@ import streamlit as st
 
 from core.data.dataset import Dataset
 from core.util.errors import UserError
-from core.workspace import access, datasets, db, records
+from core.workspace import access, datasets, db, records, versions
 from core.workspace import folders as workspace
 from core.workspace.runs import RunInfo, find_run
 
@@ -243,7 +243,9 @@ def dataset() -> Dataset | None:
         return None
     opened = st.session_state.get(DATASET_OPENED)
     try:
-        if not (isinstance(opened, Dataset) and opened.id == wanted and records.exists(wanted)):
+        if not (isinstance(opened, Dataset) and opened.id == wanted and records.exists(wanted)) or (
+            opened.version and opened.version != versions.latest_number(wanted)  # a new version since: the newest
+        ):
             opened = datasets.open_dataset(wanted)
     except records.UnknownDataset:
         # Only an id-shaped value is shown: anything else in a link could put markdown (a link) into the message.

@@ -17,9 +17,12 @@ from core.config import DEFAULT_LR, TrainConfig
 from core.data.dataset import Dataset, load_dataset
 from core.data.zips import Limits
 from core.util.errors import UserError
-from core.workspace import datasets, records, runs
+from core.workspace import datasets, records, runs, versions
 
-DATA_HELP = "a .zip file, a folder of class folders, or the id of a dataset saved on this server"
+DATA_HELP = (
+    "a .zip file, a folder of class folders, or the id of a dataset saved on this server, optionally with the "
+    "version: ID@latest (the newest, as a bare ID) or ID@3"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             rates = ", ".join(f"{rate:g} for {name}" for name, rate in DEFAULT_LR.items())
             parser.add_argument(flag, type=float, default=None, help=f"{f.metadata['help']} (default: {rates})")
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"], help=help_text)
 
 
@@ -89,13 +92,33 @@ def bar_progress(desc: str, unit: str):
 
 def load(args):
     limits = Limits(max_entries=args.max_entries, max_total_bytes=args.max_bytes, max_ratio=args.max_ratio)
-    return dataset_from(args.data, args.work_dir or args._tmp, limits)
+    data = args.data
+    if getattr(args, "dataset_version", None) and "@" not in data and not Path(data).exists():
+        data = f"{data}@{args.dataset_version}"  # --dataset-version N says what ID@N says
+    return dataset_from(data, args.work_dir or args._tmp, limits)
 
 
 def dataset_from(data: str, work_dir, limits: Limits | None = None) -> Dataset:
-    """A zip or a folder, or, when no such path exists, the id of a saved dataset (opened without a rescan)."""
-    if not Path(data).exists() and records.is_id(data):
-        return datasets.open_dataset(data)  # an unknown id: UnknownDataset, one line
+    """A zip or a folder, or, when no such path exists, a saved dataset: ``ID`` (its newest version), ``ID@latest``
+    or ``ID@3`` (opened without a rescan).
+
+    Raises:
+        UnknownDataset, UnknownVersion: one line each.
+        UserError: ``PATH@N`` for a zip or a folder, which have no versions.
+    """
+    if Path(data).exists():
+        return load_dataset(data, work_dir, limits, bar_progress("reading dataset", "file"))
+    name, at, version = data.rpartition("@")
+    if at and records.is_id(name):
+        number = versions.parse_version(version)
+        return datasets.open_dataset(name, version=number, progress=bar_progress("hashing images, once", "img"))
+    if at and Path(name).exists():
+        raise UserError(
+            f"{name} is a zip or a folder, which has no versions: save it with `python -m core datasets add {name}` "
+            "and use the id it prints (ID@N)."
+        )
+    if records.is_id(data):
+        return datasets.open_dataset(data, progress=bar_progress("hashing images, once", "img"))
     return load_dataset(data, work_dir, limits, bar_progress("reading dataset", "file"))
 
 

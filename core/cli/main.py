@@ -10,8 +10,13 @@
     python -m core label-issues runs/ants [--folds 5] [--json]   # suspected label errors (cleanlab)
     python -m core export runs/ants --format all --out exports/ [--int8]   # SavedModel, LiteRT, ONNX + parity
     python -m core train 3f2a9c0d41b7e655 --epochs 2  # a saved dataset's id works wherever DATA.zip does
+    python -m core train 3f2a9c0d41b7e655@2           # ... and one of its versions (@latest: the newest)
+    python -m core retrain RUN --newest               # the run's settings again, on its dataset's newest version
+    python -m core datasets add DATA.zip [--name N]; datasets versions ID; datasets diff ID 1 2
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
     python -m core share RUN [--expires DAYS]; python -m core unshare RUN
+    python -m core serve [--host H] [--port P]       # the pages and the API (/api/v1) on one port
+    python -m core keys create RUN --name NAME [--expires DAYS] [--store-predictions]; keys list; keys revoke ID
     python -m core cache [--clear]
     python -m core speed --image-size 96 [--precision auto]
 
@@ -28,14 +33,14 @@ import argparse
 import sys
 import tempfile
 
-from core.cli import data, jobs, publish, results, training
+from core.cli import data, jobs, publish, results, serving, training
 from core.cli.common import Parser
 from core.util.errors import Cancelled, UserError
 
-COMMANDS = {c.name: c for m in (data, training, results, publish, jobs) for c in m.COMMANDS}
+COMMANDS = {c.name: c for m in (data, training, results, publish, jobs, serving) for c in m.COMMANDS}
 # The order of `python -m core --help`: the common path first.
-ORDER = ("inspect", "train", "predict", "evaluate", "lr-find", "label-issues", "export", "share", "unshare",
-         "datasets", "jobs", "cache", "speed")  # fmt: skip
+ORDER = ("serve", "inspect", "train", "retrain", "predict", "evaluate", "lr-find", "label-issues", "export", "share",
+         "unshare", "keys", "datasets", "jobs", "cache", "speed")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

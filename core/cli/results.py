@@ -108,8 +108,8 @@ def run_evaluate(args) -> int:
     elif records.exists(trained_on := read_run(args.run).dataset_id):
         # The dataset the run was trained on is still saved: its held-out images, read from its record, with
         # no rescan of the folder.
-        ds = datasets.open_dataset(trained_on)
-        print(f"evaluating on the saved dataset {ds.title} ({ds.id})", file=sys.stderr)
+        ds = datasets.open_dataset(trained_on, version=read_run(args.run).dataset_version)  # the one it trained on
+        print(f"evaluating on the saved dataset {ds.title} ({ds.id}), version {ds.version}", file=sys.stderr)
     from core.evaluate.evaluation import FILE, evaluate_run
 
     ev = evaluate_run(args.run, ds, top_k=args.top_k, progress=bar_progress("classifying", "img"), user=access.OPERATOR)

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +31,7 @@ from core.config import (
     check_lr_range,
 )
 from core.util.errors import UserError
+from core.workspace import access, runs
 
 
 class TrainBars:
@@ -75,8 +77,14 @@ def add_train(p: argparse.ArgumentParser) -> None:
 def run_train(args) -> int:
     config = config_from(args)
     ds = load(args)
+    return _train_here(ds, config, args.out)
+
+
+def _train_here(ds, config, out) -> int:
+    """Train in this process with progress bars; Ctrl-C stops after the current batch and keeps the model."""
     r = ds.report
-    print(f"{r.source}: {len(r.classes)} classes, {r.total} images", file=sys.stderr)
+    version = f", version {ds.version}" if ds.version else ""
+    print(f"{r.source}{version}: {len(r.classes)} classes, {r.total} images", file=sys.stderr)
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -93,7 +101,7 @@ def run_train(args) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     listener = TrainBars()
     try:
-        result = train(ds, config, args.out, listener, stop)
+        result = train(ds, config, out, listener, stop)
     finally:
         signal.signal(signal.SIGINT, previous)
         listener.close()
@@ -107,6 +115,24 @@ def run_train(args) -> int:
         f"val_loss {m['val_loss']:.4f}, {m['seconds']:.0f} s; saved to {result.run_dir}"
     )
     return 0
+
+
+def add_retrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a saved run: its folder, or its id in the runs folder")
+    p.add_argument(
+        "--newest",
+        action="store_true",
+        help="train on the newest version of the run's saved dataset (default: the version the run trained on)",
+    )
+    p.add_argument("--out", default=None, help="run folder to create (default: a new folder in the runs folder)")
+
+
+def run_retrain(args) -> int:
+    from core.jobs.registry import retrain_inputs  # no TensorFlow: the run, its config and its dataset
+
+    run = runs.read_run(args.run) if Path(args.run).is_dir() else args.run  # a run folder, or an id
+    ds, config = retrain_inputs(run, access.OPERATOR, newest=args.newest)
+    return _train_here(ds, config, args.out)
 
 
 def add_lr_find(p: argparse.ArgumentParser) -> None:
@@ -167,6 +193,12 @@ def run_speed(args) -> int:
 
 COMMANDS = (
     Command("train", "train a classifier and save it as a run", add_train, run_train),
+    Command(
+        "retrain",
+        "train a saved run's settings again, on the version of its dataset it used or (--newest) the newest",
+        add_retrain,
+        run_retrain,
+    ),
     Command(
         "lr-find",
         "learning-rate range test: loss per batch as the rate grows, and a suggested rate",

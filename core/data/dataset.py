@@ -43,6 +43,7 @@ class Item:
     path: str  # relative to Dataset.root, POSIX separators
     label: int
     split: str  # "train", "val", "test" or "" when the dataset has no split of its own
+    digest: str = ""  # sha256 hex of the file's bytes (a saved dataset's version says it); "" when unknown
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Dataset:
     id: str = ""  # the saved dataset's id (core.workspace.datasets), "" for one loaded straight from a zip or folder
     name: str = ""  # the saved dataset's name, which its users may change; report.source stays the file's name
     store: str = ""  # a folder where what is derived from its images (their hashes) is kept: a saved dataset's own
+    version: int = 0  # the saved dataset's version (core.workspace.versions); 0 when loaded from a zip or a folder
 
     @property
     def title(self) -> str:
@@ -255,16 +257,7 @@ def _build(folder, root, source, layout, class_dirs, good, sizes, skipped, ignor
     for it in items:
         key = it.split or "all"
         counts[classes[it.label]][key] = counts[classes[it.label]].get(key, 0) + 1
-    totals = {c: sum(v.values()) for c, v in counts.items()}
-    small, large = min(totals.values()), max(totals.values())
-    if large > IMBALANCE_RATIO * small:
-        warnings.append(
-            f"The classes are imbalanced: '{max(totals, key=totals.get)}' has {large} images, "
-            f"'{min(totals, key=totals.get)}' only {small} (more than {IMBALANCE_RATIO}:1)."
-        )
-    for c, n in totals.items():
-        if n < SMALL_CLASS:
-            warnings.append(f"Class '{c}' has only {n} images; results for it will be unreliable.")
+    warnings += count_warnings({c: sum(v.values()) for c, v in counts.items()})
     if layout == "split" and not any(it.split == "val" for it in items):
         warnings.append("No val/ folder: a validation split is taken from train/.")
     kept = [s for s, (_, cls, _) in zip(sizes, good, strict=True) if cls in index]
@@ -279,6 +272,21 @@ def _build(folder, root, source, layout, class_dirs, good, sizes, skipped, ignor
         warnings=warnings,
     )
     return Dataset(root=folder, classes=classes, items=items, report=report)
+
+
+def count_warnings(totals: dict[str, int]) -> list[str]:
+    """What the images per class warn about: imbalance, classes too small to learn or to measure."""
+    warnings = []
+    small, large = min(totals.values()), max(totals.values())
+    if large > IMBALANCE_RATIO * small:
+        warnings.append(
+            f"The classes are imbalanced: '{max(totals, key=totals.get)}' has {large} images, "
+            f"'{min(totals, key=totals.get)}' only {small} (more than {IMBALANCE_RATIO}:1)."
+        )
+    for c, n in totals.items():
+        if n < SMALL_CLASS:
+            warnings.append(f"Class '{c}' has only {n} images; results for it will be unreliable.")
+    return warnings
 
 
 def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, float]:
@@ -336,18 +344,66 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
     return sorted(train_idx), sorted(val_idx)
 
 
+def hash_fraction(digest: str) -> float:
+    """Where an image's content hash falls in [0, 1): its side of the split, for every version of its dataset."""
+    return int(digest[:12], 16) / 16**12
+
+
+def hash_split(digests: list[str], labels: list, fraction: float) -> tuple[list[int], list[int]]:
+    """Training and validation indices by content hash: an image is validation iff ``hash_fraction`` < ``fraction``.
+
+    The same image is on the same side in every version of a dataset at the same fraction, so a later version's
+    validation accuracy is comparable with an earlier one's (only the images added since are new to it). So that
+    every class is checked and trained, a class with no image below ``fraction`` gives its lowest-fraction image to
+    validation, and one with every image below gives its highest-fraction image to training: only such tiny classes
+    can see an image change sides, when an image with a more extreme hash joins them.
+    """
+    by_class: dict = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    train_idx, val_idx = [], []
+    for idx in by_class.values():
+        ranked = sorted(idx, key=lambda i: (hash_fraction(digests[i]), digests[i]))
+        n_val = sum(1 for i in ranked if hash_fraction(digests[i]) < fraction)
+        n_val = min(max(1, n_val), len(ranked) - 1) if len(ranked) > 1 else n_val
+        val_idx += ranked[:n_val]
+        train_idx += ranked[n_val:]
+    return sorted(train_idx), sorted(val_idx)
+
+
+def validation_digests(entries: list[tuple[str, object, str]], fraction: float) -> set[str]:
+    """The digests ``split_dataset`` validates with, from (digest, label, split) triples of a saved version."""
+    if any(split == "val" for _, _, split in entries):
+        given = {d for d, _, split in entries if split == "val"}
+        return given | {d for d, _, split in entries if split == "" and hash_fraction(d) < fraction}
+    pool = [(d, label) for d, label, split in entries if split in ("", "train")]
+    _, val = hash_split([d for d, _ in pool], [label for _, label in pool], fraction)
+    return {pool[i][0] for i in val}
+
+
 def split_dataset(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
     """Indices into ``dataset.items`` for training and validation: the dataset's own split when it has one.
 
     Otherwise ``config.validation_split`` of each class (of train/ when there is only a test/ beside it) is held
-    out, shuffled with ``config.seed``: the same dataset and config always give the same split.
+    out. A saved dataset (every item has a ``digest``) is split by content hash (``hash_split``): an image keeps
+    its side across the dataset's versions. A dataset loaded straight from a zip or a folder is shuffled with
+    ``config.seed``, stratified. Either way the same dataset and config always give the same split. An image a
+    version added to a dataset with its own val/ folder (split "") goes to validation by the same hash rule.
     """
     items = dataset.items
+    hashed = bool(items) and all(it.digest for it in items)
     if dataset.has_split and any(it.split == "val" for it in items):
+        unsplit = [i for i, it in enumerate(items) if it.split == "" and hashed]  # added by a later version
+        added_val = {i for i in unsplit if hash_fraction(items[i].digest) < config.validation_split}
         return (
-            [i for i, it in enumerate(items) if it.split == "train"],
-            [i for i, it in enumerate(items) if it.split == "val"],
+            sorted(
+                [i for i, it in enumerate(items) if it.split == "train"] + [i for i in unsplit if i not in added_val]
+            ),
+            sorted([i for i, it in enumerate(items) if it.split == "val"] + list(added_val)),
         )
     pool = [i for i, it in enumerate(items) if it.split in ("", "train")]
-    tr, va = stratified_split([items[i].label for i in pool], config.validation_split, config.seed)
+    if hashed:
+        tr, va = hash_split([items[i].digest for i in pool], [items[i].label for i in pool], config.validation_split)
+    else:
+        tr, va = stratified_split([items[i].label for i in pool], config.validation_split, config.seed)
     return [pool[i] for i in tr], [pool[i] for i in va]

@@ -31,7 +31,7 @@ import numpy as np
 from core.data.dataset import Dataset, load_dataset, split_dataset
 from core.model import calibration
 from core.util.errors import UserError
-from core.workspace import access, runs
+from core.workspace import access, datasets, records, runs
 from core.workspace.folders import work_root
 
 FILE = "evaluation.json"
@@ -205,7 +205,7 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None, us
         ds, picked, split = _saved_split(run)
         source, name = split, run.info.get("dataset") or ds.report.source  # not the dataset folder's own name
     else:
-        picked, split = _held_out(ds, run.config)
+        picked, split = _held_out(ds, run.config, _trained_files(run, ds))
         source, name = "given data", ds.report.source
     index = {cls: i for i, cls in enumerate(run.classes)}
     unknown = [it for it in picked if ds.classes[it.label] not in index]
@@ -272,13 +272,14 @@ def _predict_all(run, paths: list[str]) -> list[tuple[np.ndarray | None, str | N
     return out
 
 
-def _held_out(ds: Dataset, config) -> tuple[list, str]:
-    """The given dataset's test split, else the validation images training would hold out with this config."""
+def _held_out(ds: Dataset, config, trained: set[str] | None = None) -> tuple[list, str]:
+    """The given dataset's test split, else the validation images training would hold out with this config (less
+    ``trained``, the files the run is known to have trained on)."""
     test = [it for it in ds.items if it.split == "test"]
     if test:
         return test, "test"
     _, val_idx = split_dataset(ds, config)
-    return [ds.items[i] for i in val_idx], "val"
+    return [ds.items[i] for i in val_idx if ds.items[i].path not in (trained or ())], "val"
 
 
 def _saved_split(run) -> tuple[Dataset, list, str]:
@@ -298,13 +299,36 @@ def _saved_split(run) -> tuple[Dataset, list, str]:
             f"The {'test' if split == 'test' else 'validation'} images saved with {run.path.name} are no longer "
             f"on disk (datasets are extracted to temporary folders); {again}."
         )
-    # Scanning the folder again gives each file its class exactly as training did.
-    ds = load_dataset(root)
+    # A saved dataset's version gives each file its class exactly as training did (relabelled and added images
+    # included); a folder without versions is scanned again.
+    ds = _trained_version(run) or load_dataset(root)
     by_path = {it.path: it for it in ds.items}
     missing = [p for p in wanted if p not in by_path]
     if missing:
         raise UserError(f"{missing[0]} is no longer a usable image of the training dataset; {again}.")
     return ds, [by_path[p] for p in wanted], split
+
+
+def _trained_version(run) -> Dataset | None:
+    """The saved dataset's version the run trained on, while it exists (None: a zip path, or deleted)."""
+    dataset_id = str(run.info.get("dataset_id") or "")
+    if not records.exists(dataset_id):
+        return None
+    try:  # a run from before versions trained on the dataset as saved: version 1
+        return datasets.open_dataset(dataset_id, touch=False, version=run.config.dataset_version or 1)
+    except UserError:
+        return None
+
+
+def _trained_files(run, ds: Dataset) -> set[str]:
+    """The files the run trained on, when ``ds`` is the saved dataset it trained on: never scored as held out (a
+    run from before dataset versions split it by its seed, not by content hash)."""
+    if not ds.id or run.info.get("dataset_id") != ds.id:
+        return set()
+    try:
+        return set(runs.read_json(Path(run.path) / "split.json").get("train") or [])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
 
 
 def saved_images_root(run_dir: str | os.PathLike) -> Path | None:

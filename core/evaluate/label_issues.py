@@ -260,7 +260,7 @@ def _images(run: runs.RunInfo, dataset: Dataset | None) -> tuple[Dataset, list[s
     if not files:
         raise UserError(f"The run {run.id} recorded no training images.")
     if dataset is None and run.dataset_id and records.exists(run.dataset_id):
-        dataset = datasets.open_dataset(run.dataset_id)
+        dataset = datasets.open_dataset(run.dataset_id, version=run.dataset_version)  # the version it trained on
     if dataset is None:
         root = saved.get("root")
         if not root or not Path(root).is_dir():

@@ -6,6 +6,7 @@ and followed in the workspace database.
     registry().stop(job.id, user)        # honoured within one batch; the model so far is saved
     registry().submit_task(LR_FIND, {"config": config.to_dict()}, owner=..., dataset=dataset)
     registry().restart(job.id, user)     # an interrupted or failed job, queued again with the same settings
+    registry().retrain(run.id, user)     # the run's settings again, on the newest version of its saved dataset
 
 A job is data, not a closure: its kind (``core.jobs.kinds``), its settings (JSON) and its saved dataset's id are a
 row of the ``jobs`` table, so any process can start it and a restarted server finds it again. Every session reads
@@ -27,6 +28,7 @@ is still there; ``core.workspace.runs.delete_run`` removes a training's rows wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,7 +44,7 @@ from core.data.dataset import Dataset
 from core.jobs.executors import Executor, make
 from core.jobs.kinds import KINDS, TRAIN
 from core.jobs.recovery import prune, recover, silent, unstopped
-from core.jobs.runner import open_dataset
+from core.jobs.runner import open_dataset, pinned_version
 from core.jobs.states import (
     CANCELLED,
     FINISHED_SQL,
@@ -88,7 +90,12 @@ class JobRegistry:
     # -- asking for work
 
     def submit(self, dataset: Dataset, config: TrainConfig, owner: str = "", name: str | None = None) -> JobSnapshot:
-        """Queue a training run; it starts as soon as a slot is free. Options are checked now, not later."""
+        """Queue a training run; it starts as soon as a slot is free. Options are checked now, not later.
+
+        A saved dataset's run is pinned to the version it was given (``dataset.version``): a version committed while
+        it waits in the queue does not change what it trains on."""
+        if getattr(dataset, "version", 0):
+            config = dataclasses.replace(config, dataset_version=dataset.version)
         config.validate()
         job_id = runs.new_run_id(name or dataset.report.source)
         return self._insert(job_id, TRAIN, {"config": config.to_dict()}, owner, dataset)
@@ -114,6 +121,8 @@ class JobRegistry:
             raise ValueError(
                 "A job's dataset must be a saved one (core.workspace.datasets), so any process can open it."
             )
+        if dataset is not None and getattr(dataset, "version", 0):
+            params = {**params, "dataset_version": dataset.version}  # the job opens the version it was given
         with db.connect(write=True) as con:
             con.execute(
                 "INSERT INTO jobs (id, kind, state, owner, dataset_id, dataset_name, params, created) "
@@ -136,7 +145,7 @@ class JobRegistry:
         access.check(user, old.owner, f"restart the {old.label} {job_id}")
         if not old.finished:
             raise UserError(f"The {old.label} {job_id} has not finished; there is nothing to restart.")
-        dataset = open_dataset(old.dataset_id)
+        dataset = open_dataset(old.dataset_id, version=pinned_version(old.params))
         if old.kind == TRAIN:
             new = self.submit(dataset, old.config, owner=old.owner or user, name=dataset.report.source)
         else:
@@ -144,6 +153,17 @@ class JobRegistry:
         with db.connect(write=True) as con:
             con.execute("UPDATE jobs SET restarted_as = ? WHERE id = ?", (new.id, job_id))
         return new
+
+    def retrain(self, run_id: str, user: str = access.GUEST, newest: bool = True) -> JobSnapshot:
+        """Train the run's settings again, as a new run of ``user``'s: on the newest version of its saved dataset
+        (``newest=False``: on the version it trained on). Only the run's owner or an admin may (anyone, for a run
+        made without sign-in).
+
+        Raises:
+            UserError: no such run, it was not trained on a saved dataset, the dataset was deleted, or NotAllowed.
+        """
+        dataset, config = retrain_inputs(run_id, user, newest)
+        return self.submit(dataset, config, owner=user, name=dataset.report.source)
 
     # -- reading
 
@@ -303,6 +323,27 @@ class JobRegistry:
                 self.executor.end(job_id, worker, signal.SIGKILL if late else signal.SIGTERM)
         except UserError:
             log.warning("the workspace database cannot be read; its jobs are checked again later", exc_info=True)
+
+
+def retrain_inputs(
+    run: str | runs.RunInfo, user: str = access.GUEST, newest: bool = True
+) -> tuple[Dataset, TrainConfig]:
+    """The dataset and config that train ``run`` (an id in the runs folder, or a RunInfo) again
+    (``JobRegistry.retrain`` queues them; the command line, ``python -m core retrain RUN --newest``, trains them in
+    its own process): the run's config, on the newest version of its saved dataset (``newest=False``: the version it
+    trained on), which the config then names. The exclusions are the dataset's own again, not the run's."""
+    info = run if isinstance(run, runs.RunInfo) else runs.find_run(str(run))
+    if info is None:
+        raise UserError(f"There is no run {str(run)[:80]!r} on this server: `python -m core jobs --all` lists them.")
+    access.check(user, info.owner, f"train the run {info.id} again")
+    if not info.dataset_id:
+        raise UserError(
+            f"The run {info.id} was trained from a zip path, not a dataset saved on this server, so it has no "
+            "versions; save the zip (`python -m core datasets add ZIP`) and train on its id."
+        )
+    dataset = open_dataset(info.dataset_id, version=None if newest else info.dataset_version)
+    config = dataclasses.replace(info.config, dataset_version=dataset.version, exclude=())
+    return dataset, config
 
 
 def check_seconds() -> float:

@@ -55,9 +55,15 @@ class Context:
         return run
 
 
-def open_dataset(dataset_id: str | None, touch: bool = True) -> Dataset | None:
-    """A job's saved dataset (None for a job without one)."""
-    return datasets.open_dataset(dataset_id, touch=touch) if dataset_id else None
+def pinned_version(params: dict[str, Any]) -> int | None:
+    """The version of its saved dataset a job was submitted on (None: a job from before versions, or none)."""
+    version = params.get("dataset_version") or (params.get("config") or {}).get("dataset_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) and version > 0 else None
+
+
+def open_dataset(dataset_id: str | None, touch: bool = True, version: int | None = None) -> Dataset | None:
+    """A job's saved dataset at ``version`` (None: the newest), or None for a job without one."""
+    return datasets.open_dataset(dataset_id, touch=touch, version=version) if dataset_id else None
 
 
 def run_job(
@@ -78,8 +84,10 @@ def run_job(
     state, error, metrics, result = FAILED, None, {}, None
     try:
         with Heartbeat(store, job_id):
-            ctx = Context(json.loads(row["params"]), open_dataset(row["dataset_id"], touch=local), job_id,
-                          row["owner"], writer, stop)  # fmt: skip
+            params = json.loads(row["params"])
+            # The version it was given when queued: a version committed while it waited changes nothing.
+            dataset = open_dataset(row["dataset_id"], touch=local, version=pinned_version(params))
+            ctx = Context(params, dataset, job_id, row["owner"], writer, stop)
             state, metrics, result = kinds.work_of(row["kind"])(ctx)
     except Cancelled:
         state = CANCELLED

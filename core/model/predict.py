@@ -142,6 +142,25 @@ def forget(path: str | os.PathLike) -> bool:
     return bool(keys)
 
 
+def decode_one(source: Source, size: int, resize: str) -> tuple[np.ndarray | None, str | None]:
+    """A run's input for one image (its size and resize strategy), or None and a sentence saying why not."""
+    try:
+        return load_image(source, size, resize), None
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+
+
+def decode_all(run: Run, sources: list[Source]) -> list[tuple[np.ndarray | None, str | None]]:
+    """``decode_one`` for each image, on a thread pool (Pillow and the resize release the GIL)."""
+    size, resize = run.config.image_size, run.config.resize
+    if len(sources) <= 1:
+        return [decode_one(s, size, resize) for s in sources]
+    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
+        return list(pool.map(lambda s: decode_one(s, size, resize), sources))
+
+
 def predict(
     run: Run,
     sources: list[Source],
@@ -158,18 +177,7 @@ def predict(
     if threshold == SAVED:
         threshold = calibration.threshold_of(run.path)
     names = names or [Path(s).name if not isinstance(s, bytes) else f"image {i + 1}" for i, s in enumerate(sources)]
-    size, resize = run.config.image_size, run.config.resize
-
-    def decode(source: Source):
-        try:
-            return load_image(source, size, resize), None
-        except ImageError as exc:
-            return None, str(exc)
-        except OSError as exc:
-            return None, f"cannot be read ({exc.strerror or exc})"
-
-    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2)) as pool:
-        decoded = list(pool.map(decode, sources))
+    decoded = decode_all(run, sources)
     good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
     probs = run.probabilities(np.stack([decoded[i][0] for i in good])) if good else np.zeros((0, 0))
     k = max(1, min(top_k, len(run.classes)))

@@ -109,6 +109,13 @@ def save(run_dir: Path, model, dataset: Dataset, config: TrainConfig, split, met
             "train": [dataset.items[i].path for i in train_idx],
             "val": [dataset.items[i].path for i in val_idx],
             "test": [it.path for it in dataset.items if it.split == "test"],
+            # each file's class (an index into classes.json): a version may have relabelled a file or added one
+            # whose path names no class folder
+            "labels": {
+                "train": [dataset.items[i].label for i in train_idx],
+                "val": [dataset.items[i].label for i in val_idx],
+                "test": [it.label for it in dataset.items if it.split == "test"],
+            },
         },
     )
     # The marker goes last: a folder without it is never listed or loaded, so a crash mid-save shows nothing.
@@ -122,6 +129,7 @@ def save(run_dir: Path, model, dataset: Dataset, config: TrainConfig, split, met
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "dataset": dataset.report.source,
             "dataset_id": dataset.id,  # the saved dataset (core.workspace.datasets), "" when trained from a zip path
+            "dataset_version": dataset.version or None,  # its version (core.workspace.versions), None for a zip path
             "owner": owner,  # who may delete it when sign-in is on ('' = everyone's)
             "classes": len(dataset.classes),
             "head": config.head,

@@ -87,6 +87,8 @@ def train(
     # Images excluded from training (config.exclude, and a saved dataset's exclusions decided on Evaluate) are left
     # out of both training and validation; the config saved with the run names them.
     dataset, config = apply_exclusions(dataset, config)
+    # The version of a saved dataset it trains on goes into config.json (None: a zip or a folder, no versions).
+    config = dataclasses.replace(config, dataset_version=dataset.version or None)
     stop = stop or threading.Event()
     split = split_dataset(dataset, config)
     # Validation images that duplicate training images would score what the model has seen (core.data.duplicates);

@@ -1,6 +1,7 @@
 """Files: JSON written atomically, content digests, the versions of installed packages.
 
 write_json(path, data); read_json(path)
+with locked(path): ...           # one writer at a time across processes (a file lock beside ``path``)
 sha256_of("model.keras")       # hex; remembered while the file's size and time stay the same
 file_digest("photo.jpg")       # a short content hash: the same photo under another name is the same entry
 package_versions(("keras", "numpy"))
@@ -9,13 +10,14 @@ package_versions(("keras", "numpy"))
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,19 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One holder at a time, across the server's processes, of ``<path>.lock`` (read, change, write without losing
+    another's change)."""
+    path = Path(path)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 _SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> digest: a model is hashed once per process

@@ -2,6 +2,7 @@
 
     saved = save_zip("ants.zip", owner="a@x.org", progress=bar)  # extracted once; the same zip again is instant
     ds = open_dataset(saved.id)         # the ingested Dataset from dataset.json: no folder scan, no image decoded
+    ds = open_dataset(saved.id, version=1)  # as it was at version 1 (core.workspace.versions); ds.version
     list_datasets()                     # most recently used first
     rename(saved.id, "Ants v2", user); delete(saved.id, user, force=False); runs_using(saved.id)
 
@@ -10,6 +11,7 @@ In the workspace (``$CLASSIFIER_WORK_DIR``, default ``./work``)::
     datasets/<id>/
         files/          the zip's content, extracted by core.data.dataset's safe extraction
         dataset.json    the ingested Dataset: classes, items and report, paths relative to files/
+        versions/       its versions, immutable manifests of (content hash, class, split): core.workspace.manifests
         record.json     name, source, added, added_by, counts and size: enough to rebuild the database row
     datasets/.staging-*/    an extraction under way; renamed to <id>/ in one step once complete
     datasets/.trash-*/      a dataset being deleted
@@ -33,11 +35,11 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from core.data.dataset import Dataset, Item, Report, load_dataset
+from core.data.dataset import Dataset, Item, Report, count_warnings, load_dataset
 from core.data.zips import Limits, Progress
 from core.util import names
 from core.util.errors import UserError
-from core.workspace import access, db
+from core.workspace import access, db, manifests
 from core.workspace.records import (
     ACTIVE_JOB,
     DATASET_FILE,
@@ -134,6 +136,7 @@ def _extract(path: Path, dataset_id: str, name: str, owner: str, progress, limit
             "source": ds.report.source, "classes": len(ds.classes), "images": len(ds.items),
             "bytes": 0, "added": time.time(), "added_by": owner,
         }  # fmt: skip
+        manifests.write_first(staging, record, progress)  # version 1: every image hashed once, now
         record["bytes"] = folder_bytes(staging)
         plan_room(record["bytes"], owner, keep=dataset_id)  # the real size, in case another upload took the room
         write_json(staging / RECORD_FILE, record)
@@ -183,12 +186,18 @@ def _clean_name(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def open_dataset(dataset_id: str, touch: bool = True) -> Dataset:
-    """The saved dataset, read from its dataset.json, marked as used now (``touch=False``: read only; a job on
-    another machine, which never opens the workspace database).
+def open_dataset(
+    dataset_id: str, touch: bool = True, version: int | None = None, progress: Progress | None = None
+) -> Dataset:
+    """The saved dataset at ``version`` (None: the newest; core.workspace.versions), read from its dataset.json and
+    that version's manifest, marked as used now (``touch=False``: read only; a job on another machine, which never
+    opens the workspace database). Each item carries its content hash (``Item.digest``).
+
+    ``progress(done, total)``: while a dataset saved before versions existed has its images hashed, once.
 
     Raises:
         UnknownDataset: no saved dataset has this id (or the id is not plain hex).
+        UnknownVersion: it has no such version.
         UserError: its files are damaged.
     """
     folder = folder_of(dataset_id)
@@ -200,7 +209,7 @@ def open_dataset(dataset_id: str, touch: bool = True) -> Dataset:
             raise ValueError("root outside the dataset folder")
         report_fields = {f.name for f in fields(Report)}
         report = Report(**{k: v for k, v in data["report"].items() if k in report_fields})
-        items = [Item(p, int(label), split) for p, label, split in data["items"]]
+        classes = [str(c) for c in data["classes"]]
     except FileNotFoundError:
         raise unknown(dataset_id) from None  # deleted while being opened
     except (OSError, ValueError, KeyError, TypeError):
@@ -208,12 +217,38 @@ def open_dataset(dataset_id: str, touch: bool = True) -> Dataset:
             f"The saved dataset {dataset_id} is damaged (its {DATASET_FILE} cannot be read); delete it and upload "
             "the zip again."
         ) from None
+    at = manifests.get(dataset_id, version, progress=progress)
     if touch:
         mark_used(folder, record)
-    classes = list(data["classes"])
+    classes, items, report = _at_version(at, classes, report)
     return Dataset(
-        root=root, classes=classes, items=items, report=report, id=dataset_id, name=record["name"], store=str(folder)
-    )
+        root=root, classes=classes, items=items, report=report, id=dataset_id, name=record["name"],
+        store=str(folder), version=at.number,
+    )  # fmt: skip
+
+
+def _at_version(at: manifests.Version, saved: list[str], report: Report) -> tuple[list[str], list[Item], Report]:
+    """The classes, items and report of a version: the saved classes keep their order (a run's class indices),
+    classes a version added follow; a class with fewer than 2 images is left out with a warning."""
+    counts = at.counts
+    usable = {c for c, n in counts.items() if n >= 2}
+    classes = [c for c in saved if c in usable] + sorted(usable - set(saved), key=manifests.class_order)
+    index = {c: i for i, c in enumerate(classes)}
+    items = [Item(e.path, index[e.label], e.split, e.hash) for e in at.entries if e.label in index]
+    if at.number == 1 and classes == saved:
+        return classes, items, report  # as ingestion found it
+    per_split: dict[str, dict[str, int]] = {c: {} for c in classes}
+    for it in items:
+        key = it.split or ("added" if report.layout == "split" else "all")
+        per_split[classes[it.label]][key] = per_split[classes[it.label]].get(key, 0) + 1
+    kept = [w for w in report.warnings if not w.startswith(("Class '", "The classes are imbalanced"))]
+    left_out = [
+        f"Class '{c}' has only 1 usable image in version {at.number} and was left out: a class needs at least 2."
+        for c in sorted(set(counts) - usable, key=manifests.class_order)
+    ]
+    totals = {c: sum(v.values()) for c, v in per_split.items()}
+    report = replace(report, classes=classes, counts=per_split, warnings=left_out + count_warnings(totals) + kept)
+    return classes, items, report
 
 
 # ---------------------------------------------------------------------------------------------- changing

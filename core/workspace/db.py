@@ -6,8 +6,8 @@
         con.execute("UPDATE jobs SET done = done + 1 WHERE id = ?", (job_id,))
 
 The file is ``<workspace>/workspace.db`` (the workspace is ``$CLASSIFIER_WORK_DIR``, default ``./work``). It holds
-datasets, jobs and their progress, the Train form as each user left it per dataset, and an index of the runs
-folder; model files stay in the run folders, which remain the source of truth.
+datasets, jobs and their progress, the Train form as each user left it per dataset, the datasets' review
+queues, and an index of the runs folder; model files stay in the run folders, which remain the source of truth.
 
 Every connection is short-lived and writes take the write lock up front (``BEGIN IMMEDIATE``) and wait for it
 (``busy_timeout``): two sessions, a worker and the CLI may write at once and no update is lost. A database that
@@ -112,6 +112,51 @@ CREATE TABLE IF NOT EXISTS users (
     email       TEXT NOT NULL DEFAULT '',  -- for display and the admin list, as the provider gave it
     seen        REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,    -- shown in lists and in the key itself; not a secret
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,       -- sha256 of the whole key: the key itself is never stored
+    run_id      TEXT NOT NULL DEFAULT '',   -- the one run it may use ('' = every run of scope_owner)
+    scope_owner TEXT NOT NULL DEFAULT '',   -- the owner of the run(s) it may use
+    created_by  TEXT NOT NULL,
+    created     REAL NOT NULL,
+    expires     REAL,                -- epoch seconds; NULL = never
+    revoked     REAL,
+    last_used   REAL,
+    uses        INTEGER NOT NULL DEFAULT 0,
+    store       INTEGER NOT NULL DEFAULT 0  -- 1: what it is sent goes to the run's dataset review queue
+);
+CREATE TABLE IF NOT EXISTS review_items (
+    id          TEXT PRIMARY KEY,
+    dataset_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,       -- 'new': an image to add; 'suspect': a suspected label error
+    hash        TEXT NOT NULL,       -- sha256 of the image's bytes: one item per dataset, kind and image
+    ext         TEXT NOT NULL DEFAULT '',   -- of the stored file, datasets/<id>/review/<hash><ext>
+    name        TEXT NOT NULL,       -- the file's name as sent; a suspect's path in the dataset
+    source      TEXT NOT NULL,       -- api, classify, demo, upload, suspect
+    run_id      TEXT NOT NULL DEFAULT '',
+    key_id      TEXT NOT NULL DEFAULT '',
+    top         TEXT NOT NULL DEFAULT '[]', -- JSON [[class, probability], ...], most likely first
+    not_sure    INTEGER NOT NULL DEFAULT 0,
+    none_of_these INTEGER,           -- NULL: the run cannot say
+    added       REAL NOT NULL,
+    added_by    TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL,       -- queued, labelled, discarded, committed
+    label       TEXT,
+    decided_by  TEXT NOT NULL DEFAULT '',
+    decided_at  REAL,
+    version     INTEGER,             -- the dataset version that closed it (NULL: still open)
+    UNIQUE (dataset_id, kind, hash)
+);
+CREATE INDEX IF NOT EXISTS review_items_open ON review_items (dataset_id, kind, state);
+CREATE TABLE IF NOT EXISTS review_log (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset_id  TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    item_id     TEXT NOT NULL,
+    before      TEXT NOT NULL        -- JSON: the item's state, label, decided_by and decided_at before the decision
+);
+CREATE INDEX IF NOT EXISTS review_log_user ON review_log (dataset_id, user, seq);
 """
 
 

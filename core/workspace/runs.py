@@ -162,6 +162,14 @@ class RunInfo:
     )
 
     @property
+    def dataset_version(self) -> int | None:
+        """The version of its saved dataset it trained on (core.workspace.versions); a run from before versions: 1,
+        the dataset as saved. None when trained from a zip path."""
+        if not self.dataset_id:
+            return None
+        return self.config.dataset_version or 1
+
+    @property
     def val_accuracy(self) -> float | None:
         return self.metrics.get("val_accuracy")
 

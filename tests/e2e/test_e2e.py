@@ -236,6 +236,6 @@ def test_a_link_opened_first_after_a_server_start_gets_the_app_menu(server, page
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         settle(page)
         nav = page.get_by_test_id("stSidebarNav")
-        names = ["Dataset", "Train", "Evaluate", "Classify", "Runs", "Jobs"]  # after each link's icon name
+        names = ["Dataset", "Train", "Evaluate", "Classify", "Review", "Runs", "Jobs"]  # after each link's icon name
         expect(nav.get_by_role("link")).to_have_text([re.compile(f"{name}$") for name in names])
         assert_no_traceback(page)

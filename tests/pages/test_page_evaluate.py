@@ -397,11 +397,20 @@ def test_the_dataset_page_dataset_evaluates_a_run_whose_images_are_gone(trained,
     assert not at.error
     assert at.radio[0].options == ["The dataset on the Dataset page (again.zip)"]
     evaluate(at)
-    saved = load_evaluation(run)
-    assert (saved.source, saved.split, saved.images) == ("given data", "val", 9)
-    assert sorted(saved.files) == sorted(split["val"])  # the same seed and fraction hold out the same images
-    assert any("9 images: the validation images of again.zip (its val/ folder, or" in c for c in texts(at.caption))
-    assert len(gallery(at)) == len(saved.misclassified[:12])
+    ev = load_evaluation(run)
+    # A saved dataset is split by content hash (core.data.dataset.split_dataset), not by the seed the run's own zip
+    # was shuffled with: the validation images its versions would hold out at the run's fraction.
+    from core.data.dataset import split_dataset
+    from core.workspace.datasets import open_dataset
+    from core.workspace.runs import read_run
+
+    ds = open_dataset(saved.id)
+    held_out = sorted(ds.items[i].path for i in split_dataset(ds, read_run(run).config)[1])
+    assert (ev.source, ev.split, ev.images) == ("given data", "val", len(held_out))
+    assert sorted(ev.files) == held_out
+    assert any(f"{len(held_out)} images: the validation images of again.zip (its val/ folder, or" in c
+               for c in texts(at.caption))  # fmt: skip
+    assert len(gallery(at)) == len(ev.misclassified[:12])
 
 
 def test_the_session_s_latest_run_is_chosen_unless_the_address_names_one(trained):

@@ -116,13 +116,14 @@ def facts(run_dir: str | os.PathLike) -> dict[str, Any]:
     ev = load_evaluation(path)
     cal = calibration.load(path)
 
-    dataset = _dataset(info.dataset, [str(c) for c in classes], report, split, metrics)
+    dataset = _dataset(info.dataset, [str(c) for c in classes], report, split, metrics, info.dataset_version)
     evaluation = _evaluation(ev) if ev is not None else None
     trust = _calibration(cal, metrics)
     result = {
         "run": {
             "id": info.id,
             "dataset": info.dataset,
+            "dataset_version": info.dataset_version,
             "status": info.status,
             "started": info.started,
             "finished": info.finished,
@@ -173,15 +174,32 @@ def _class_of(file: str, classes: set[str], layout: str) -> str | None:
     return None
 
 
-def _dataset(name: str, classes: list[str], report: dict | None, split: dict | None, metrics: dict) -> dict:
+def _labelled(split: dict | None, classes: list[str]) -> dict[str, dict[str, int]] | None:
+    """Images per part and class from split.json's own labels (runs since dataset versions), else None."""
+    labels = (split or {}).get("labels")
+    if not isinstance(labels, dict):
+        return None
+    used = {part: dict.fromkeys(classes, 0) for part in ("train", "val", "test")}
+    try:
+        for part, counts in used.items():
+            for label in labels.get(part) or []:
+                counts[classes[int(label)]] += 1
+    except (TypeError, ValueError, IndexError):
+        return None
+    return used
+
+
+def _dataset(
+    name: str, classes: list[str], report: dict | None, split: dict | None, metrics: dict, version: int | None = None
+) -> dict:
     """Per class: its images in the dataset, and those the run trained, validated and could test on."""
     report = report or {}
     counts = report.get("counts") if isinstance(report.get("counts"), dict) else {}
     layout = str(report.get("layout") or "classes")
     # split.json says what the run really used (after dropped duplicates and excluded images): count from it when
     # every file's class can be read off its path, else fall back to the dataset's own train/val/test folders.
-    used: dict[str, dict[str, int]] | None = None
-    if split:
+    used: dict[str, dict[str, int]] | None = _labelled(split, classes)
+    if split and used is None:
         used = {part: dict.fromkeys(classes, 0) for part in ("train", "val", "test")}
         known = set(classes)
         for part in used:
@@ -205,6 +223,7 @@ def _dataset(name: str, classes: list[str], report: dict | None, split: dict | N
         total = sum(r["images"] for r in rows)
     return {
         "name": name,
+        "version": version,  # of the saved dataset (core.workspace.versions); None for a zip path
         "layout": layout,
         "classes": rows,
         "total": total,

@@ -67,7 +67,9 @@ def _data_blocks(f: dict[str, Any]) -> list[Block]:
     rows = [[r["class"], *(_count(r[k]) for k, _ in parts)] for r in d["classes"]]
     used = f"The model trained on {_count(d['train_images'])} images and was validated on {_count(d['val_images'])}"
     used += f"; {_count(d['test_images'])} more are set aside for testing." if d["test_images"] else "."
+    version = [_p(f"Dataset: {d['name'] or 'a saved dataset'}, version {d['version']}.")] if d.get("version") else []
     blocks = [
+        *version,
         _p(f"{d['name'] or 'The dataset'}: {len(d['classes'])} classes, {_count(d['total'])} images. {used}"),
         _table(["Class", *(name for _, name in parts)], rows, set(range(1, len(parts) + 1))),
     ]

@@ -5,6 +5,7 @@ worker that died before its end, the live view's new points and the pruning of o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -188,7 +189,10 @@ def test_a_restart_marks_jobs_of_a_gone_process_interrupted_and_keeps_the_queue(
     reg = new_registry(max_running=1)
     assert reg.wait("20260101-000000-next-0003", timeout=TIMEOUT).state == COMPLETED
     again = reg.restart(partial.name, "ann@example.com")
-    assert again.owner == "ann@example.com" and again.config == reg.get(partial.name).config
+    # The same settings, on the version of the dataset it opens now: a job queued before dataset versions named
+    # none, and every training is pinned to the version it is given (core.workspace.versions).
+    assert again.owner == "ann@example.com" and again.config.dataset_version == dataset.version == 1
+    assert again.config == dataclasses.replace(reg.get(partial.name).config, dataset_version=1)
     assert reg.get(partial.name).restarted_as == again.id
     assert reg.wait(again.id, timeout=TIMEOUT).state == COMPLETED
 

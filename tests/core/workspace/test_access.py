@@ -20,7 +20,7 @@ from core.jobs import registry as jobs
 from core.model import calibration
 from core.publish.card import facts
 from core.util.errors import UserError
-from core.workspace import access, datasets, db, decisions, records, runs, share
+from core.workspace import access, datasets, db, decisions, keys, records, runs, share, versions
 
 ISSUER = "https://id.example.com"
 
@@ -153,6 +153,7 @@ def workspace(trained_run, tmp_path, people):
     run = shutil.copytree(trained_run, runs.runs_dir() / trained_run.name)
     runs.write_json(run / runs.MARKER, {**runs.read_json(run / runs.MARKER), "owner": people["owner"]})
     share.share(run, people["owner"])
+    key, _ = keys.create(run.name, people["owner"], "owner's key")
     saved = datasets.save_zip(make_zip(tmp_path / "mine.zip", class_entries(per_class=3)), "mine", people["owner"])
     (tmp_path / "a-file").write_text("an export cannot be written below a file")
     registry = jobs.JobRegistry(dispatch=False)
@@ -161,7 +162,7 @@ def workspace(trained_run, tmp_path, people):
     with db.connect(write=True) as con:
         con.execute("UPDATE jobs SET state = ?, finished = 1 WHERE id = ?", (states.FAILED, finished.id))
     return {"run": run, "dataset": saved, "registry": registry, "queued": queued.id, "finished": finished.id,
-            "unwritable": tmp_path / "a-file" / "exports"}  # fmt: skip
+            "unwritable": tmp_path / "a-file" / "exports", "key": key.id}  # fmt: skip
 
 
 def _files() -> dict[str, str]:
@@ -175,7 +176,8 @@ def _files() -> dict[str, str]:
 
 def _rows() -> dict[str, list]:
     with db.connect() as con:
-        return {t: [tuple(r) for r in con.execute(f"SELECT * FROM {t} ORDER BY 1")] for t in ("datasets", "jobs")}
+        tables = ("datasets", "jobs", "api_keys", "review_items")
+        return {t: [tuple(r) for r in con.execute(f"SELECT * FROM {t} ORDER BY 1")] for t in tables}
 
 
 def state() -> tuple:
@@ -187,6 +189,8 @@ MUTATIONS = {
     "delete a run": lambda w, u: runs.delete_run(w["run"], u),
     "share a run": lambda w, u: share.share(w["run"], u),
     "stop sharing a run": lambda w, u: share.unshare(w["run"], u),
+    "make an API key": lambda w, u: keys.create(w["run"].name, u, "a key"),
+    "revoke an API key": lambda w, u: keys.revoke(w["key"], u),
     "set a run's threshold": lambda w, u: calibration.set_threshold(w["run"], 0.5, user=u),
     "describe a run": lambda w, u: facts.set_purpose(w["run"], "Tells cards apart.", u),
     "evaluate a run": lambda w, u: importlib.import_module("core.evaluate.evaluation").evaluate_run(w["run"], user=u),
@@ -202,6 +206,8 @@ MUTATIONS = {
     "decide on a label": lambda w, u: decisions.decide(w["dataset"].id, "red/0.jpg", decisions.EXCLUDE, u),
     "rename a dataset": lambda w, u: datasets.rename(w["dataset"].id, "renamed", u),
     "delete a dataset": lambda w, u: datasets.delete(w["dataset"].id, u, force=True),
+    "commit a dataset version": lambda w, u: versions.commit(w["dataset"].id, u, "x", add=[(b"x", "a.jpg", "red")]),
+    "train a run again": lambda w, u: w["registry"].retrain(w["run"].name, u),
 }
 
 
