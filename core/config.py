@@ -17,6 +17,9 @@ from typing import Any
 
 from core.util.errors import UserError
 
+# core.model.backbones holds each one's entry (a test checks the two agree); vgg16 is the tutorial's.
+BACKBONES = ("vgg16", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_v2_b0", "convnext_tiny", "resnet50")
+NOT_VGG = BACKBONES[1:]  # the backbones that unfreeze in blocks (--unfreeze-blocks), not in layers (--unfreeze)
 HEADS = ("small-fc", "gap", "vgg-fc")
 RESIZES = ("crop", "pad", "stretch")
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamw")
@@ -79,16 +82,24 @@ SGD, ADAMW = {"optimizer": ("sgd",)}, {"optimizer": ("adamw",)}
 @dataclass
 class TrainConfig:
     # Backbone and head. Defaults are the 2016 tutorial's recipe.
+    backbone: str = _opt(
+        "vgg16",
+        "the pretrained network the classifier stands on (keras.applications): vgg16 (the tutorial's), "
+        "mobilenet_v3_small / mobilenet_v3_large (phones, small servers), efficientnet_v2_b0, convnext_tiny, "
+        "resnet50; python -m core bakeoff DATASET compares them on your images",
+        BACKBONES, label="Backbone", section="model",
+    )  # fmt: skip
     weights: str = _opt(
         "imagenet",
-        "VGG16 weights: 'imagenet' (downloaded once into Keras' cache), 'none' (random), "
-        "or the path of a local VGG16 weights file (.h5)",
+        "the backbone's weights: 'imagenet' (downloaded once into Keras' cache), 'none' (random), "
+        "or the path of a local weights file (.h5) for that backbone",
         label="Weights", section="model", widget="weights",
     )  # fmt: skip
     head: str = _opt(
         "small-fc",
         "classifier head: small-fc (Flatten, Dense 256, Dropout, Dense 256, Dropout, softmax), "
-        "gap (global average pooling, Dropout, softmax) or vgg-fc (VGG16's own fc1/fc2, new last layer; 224 px)",
+        "gap (global average pooling, Dropout, softmax) or vgg-fc (VGG16's own fc1/fc2, new last layer; vgg16 at "
+        "224 px only)",
         HEADS, label="Head", section="model",
     )  # fmt: skip
     image_size: int = _opt(
@@ -101,8 +112,15 @@ class TrainConfig:
         RESIZES, label="Resize", section="model", widget="radio",
     )  # fmt: skip
     unfreeze: int = _opt(
-        5, "unfreeze the last K layers of the model; every layer before them stays frozen",
-        label="Unfreeze the last K layers", section="model", widget="slider", min=1,
+        5, "vgg16: unfreeze the last K layers of the model; every layer before them stays frozen",
+        label="Unfreeze the last K layers", section="model", widget="slider", min=1, when={"backbone": ("vgg16",)},
+    )  # fmt: skip
+    unfreeze_blocks: int = _opt(
+        0, "backbones other than vgg16: train the head and the backbone's last K blocks (0: the head alone, on "
+        "features computed once; block 0 is the stem, so every block trains the whole network); batch "
+        "normalisation stays frozen",
+        label="Unfreeze the last K blocks", section="model", widget="slider", min=0, max=64,
+        when={"backbone": NOT_VGG},
     )  # fmt: skip
     # Optimizer. The tutorial: SGD(lr=0.01, decay=1e-6, momentum=0.9, nesterov=True).
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS, label="Optimizer", section="optimizer")
@@ -157,6 +175,13 @@ class TrainConfig:
         True, "after training, fit a temperature on the validation split so the probabilities mean what they say "
         "(of the images given 0.8, 8 in 10 are right), and choose the confidence below which the answer is 'not sure'",
         label="Calibrate probabilities", section="more",
+    )  # fmt: skip
+    none_of_these_rate: float = _opt(
+        0.05, "after training, learn what the classes' images look like inside the model, so that an image unlike "
+        "every class is answered 'none of these'; this is the share of the known classes' images allowed to be "
+        "called 'none of these' by mistake (read off the validation images): higher catches more strange images "
+        "(0: off, never answer 'none of these')",
+        label="“None of these” false-alarm rate (0 = off)", section="more", min=0.0, max=0.5, step=0.01,
     )  # fmt: skip
     seed: int = _opt(
         0, "seed for the split, the weights and the shuffling: same seed, same run",
@@ -248,6 +273,11 @@ class TrainConfig:
             if (low is not None and value < low) or (high is not None and value > high):
                 span = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
                 raise UserError(f"{_flag(f.name)} must be {span}; got {value:g}.")
+        if self.head == "vgg-fc" and self.backbone != "vgg16":
+            raise UserError(
+                f"The vgg-fc head is VGG16's own fully connected layers; with --backbone {self.backbone} choose the "
+                "small-fc or gap head."
+            )
         if self.head == "vgg-fc" and self.image_size != VGG_FC_SIZE:
             raise UserError(
                 f"The vgg-fc head keeps VGG16's fully connected layers, which only fit {VGG_FC_SIZE}x{VGG_FC_SIZE} "
@@ -258,12 +288,17 @@ class TrainConfig:
             raise UserError(f"--dataset-version must be a version number (1, 2, ...); got {version!r}.")
         checks = [
             (
-                not self.two_phase or self.unfreeze >= min_fine_tune_unfreeze(self.head),
+                not self.two_phase or self.backbone != "vgg16" or self.unfreeze >= min_fine_tune_unfreeze(self.head),
                 f"Two-phase fine-tuning trains the {self.head} head's {HEAD_LAYERS.get(self.head)} layers alone first; "
                 f"--unfreeze must be at least {min_fine_tune_unfreeze(self.head)} so that phase 2 also trains a VGG16 "
                 "layer",
             ),
         ]
+        checks.append((
+            not self.two_phase or self.backbone == "vgg16" or self.unfreeze_blocks >= 1,
+            f"Two-phase fine-tuning trains the head alone first; phase 2 unfreezes the last --unfreeze-blocks blocks "
+            f"of {self.backbone}, so give at least 1",
+        ))  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise UserError(message + ".")

@@ -29,7 +29,9 @@ def gradcam_overlay(path: str, saved: str, data: bytes, class_name: str, layer: 
 
 
 def _below(p) -> str:
-    """Why an answer is "not sure", or "" when it is not."""
+    """Why an answer is "none of these" or "not sure", or "" when it is neither."""
+    if p.ok and p.none_of_these:
+        return "Unlike every class this model was trained on"
     if not p.ok or p.sure:
         return ""
     return f"Below this model's {p.threshold:.0%} threshold, under which its answers are not trusted"
@@ -58,6 +60,11 @@ if (trust := calibration.load(run_info.path)) and trust.threshold is not None:
         f"This model answers “not sure” below {trust.threshold:.0%} confidence: on its {trust.split} images it "
         f"answered {trust.coverage or 0:.0%}, {trust.accepted_accuracy or 0:.0%} of those right. "
         "The threshold can be moved on the Evaluate page."
+    )
+if run.ood is not None:  # core.model.ood: the run learnt what its classes' images look like
+    st.caption(
+        f"It answers “none of these” for an image unlike every class it knows (about {run.ood.rate:.0%} of its own "
+        "classes' images are taken for such by mistake)."
     )
 c1, c2 = st.columns([3, 1])
 files = c1.file_uploader(
@@ -121,7 +128,13 @@ for i, ((name, data), p) in enumerate(zip(inputs, results, strict=True)):
         left.error(f"**{session.escape(name)}**: {session.escape(p.error)}", icon=":material/broken_image:")
         continue
     left.image(data, caption=name, width="stretch")
-    if p.sure:
+    if p.none_of_these:
+        right.markdown(f"**None of these** · closest {session.escape(p.top[0][0])} at {p.top[0][1]:.1%}")
+        right.caption(
+            f"{_below(p)}: its score {p.score:,.0f} is above the {p.score_threshold:,.0f} that the model's own "
+            "images stay under. The closest classes:"
+        )
+    elif p.sure:
         right.markdown(f"**{session.escape(p.top[0][0])}** · {p.top[0][1]:.1%}")
     else:
         right.markdown(f"**Not sure** · best guess {session.escape(p.top[0][0])} at {p.top[0][1]:.1%}")

@@ -116,6 +116,11 @@ c3.metric("Skipped files", len(report.skipped))
 c4.metric("Validation images", "from its val/ folder" if report.layout == "split" else "held out when training")
 for warning in report.warnings:
     st.warning(warning, icon=":material/warning:")
+if report.other:
+    st.caption(
+        f"{plural(report.other, '“other” image')} in its `__other__` folder: not a class, but examples of what a "
+        "model should answer “none of these” for. Evaluate checks that it does."
+    )
 
 counts = pd.DataFrame(report.counts).T.fillna(0).astype(int).rename(columns={"all": "images"}).rename_axis("class")
 if len(counts.columns) > 1:

@@ -79,7 +79,13 @@ else:
     else:
         best, confidence = p.top[0]
         with st.container(key=ANSWER):
-            if p.sure:
+            if p.none_of_these:
+                st.markdown("## None of these")
+                st.markdown(
+                    f"This photo is unlike every class the model knows. The closest is **{session.escape(best)}** "
+                    f"at {confidence:.0%}, but the model was not trained on anything like it."
+                )
+            elif p.sure:
                 st.markdown(f"## {session.escape(best)}")
                 st.markdown(f"**{confidence:.0%}** confident")
             else:

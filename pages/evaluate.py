@@ -22,6 +22,7 @@ from ui.evaluate_views import (
     per_class_section,
 )
 from ui.label_issues_views import label_issues_section
+from ui.none_of_these_views import none_of_these_section
 from ui.session import CURRENT_JOB, RUN_PARAM
 from ui.trust_views import trust_section
 
@@ -78,6 +79,7 @@ confusion_section(ev, run.id)
 per_class_section(ev, run.id)
 confused_pairs_section(ev)
 trust_section(ev, run)
+none_of_these_section(ev)
 gallery_section(ev, run)
 label_issues_section(run)
 

@@ -1,4 +1,5 @@
-"""Train: choose what to freeze, the optimizer and the epochs; watch the run live; stop it any time.
+"""Train: choose what to freeze, the optimizer and the epochs; compare the backbones on the dataset (the bake-off);
+watch the run live; stop it any time.
 
 Training runs as a job (core.jobs.registry) recorded in the workspace database, so switching pages, clicking widgets,
 reloading the browser or opening another tab never loses it; the job id in the address (``?job=...``) finds it
@@ -14,6 +15,7 @@ from core.jobs.states import COMPLETED, STOPPED
 from core.util.errors import UserError
 from core.workspace.runs import find_run
 from ui import session
+from ui.bakeoff_views import bakeoff_section
 from ui.job_view import finished_view, forget_job, live, owner_name
 from ui.session import CURRENT_JOB, JOB_PARAM, SETTINGS_FROM, run_exists
 from ui.train_extras import augmentation_preview, lr_finder, time_estimate
@@ -69,6 +71,7 @@ if config.augmented:
 if not problem:
     time_estimate(ds, config, unfrozen)
 lr_finder(ds, config, problem)
+bakeoff_section(ds, config)
 
 st.divider()
 if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=problem is not None):

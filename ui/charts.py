@@ -303,3 +303,70 @@ def coverage(curve: list[dict], threshold: float | None) -> alt.LayerChart:
         at = pd.DataFrame([{"coverage": 0.0, "accuracy": float(df["accuracy"].iloc[0]), "threshold": threshold}])
     point = alt.Chart(at).mark_point(size=140, filled=True, color="#d62728").encode(x="coverage:Q", y="accuracy:Q")
     return (line + point).properties(height=260)
+
+
+def score_histogram(scores: dict[str, list[float]], threshold: float, bins: int = 30) -> alt.LayerChart:
+    """Histograms of "none of these" scores on a log axis, one colour per source (``{label: scores}``, the
+    in-distribution ones first), each as its share of its own images so that sources of any size compare; the
+    threshold is a dashed rule, above which the answer is "none of these"."""
+    floor = max(threshold * 1e-3, 1e-9)  # a score of 0 (an image on a class mean) still has a place on a log axis
+    values = {name: np.maximum(np.asarray(v, dtype=np.float64), floor) for name, v in scores.items() if len(v)}
+    everything = np.concatenate([*values.values(), [max(threshold, floor)]])
+    edges = np.geomspace(everything.min(), everything.max() * 1.000001, bins + 1)
+    rows = []
+    for name, v in values.items():
+        counts, _ = np.histogram(v, edges)
+        rows += [{"source": name, "low": lo, "high": hi, "share": n / len(v), "images": int(n)}
+                 for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True) if n]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["source", "low", "high", "share", "images"])
+    x = alt.X("low:Q", title="“none of these” score (log scale)", scale=alt.Scale(type="log"),
+              axis=alt.Axis(format="~s", labelOverlap=True))  # fmt: skip
+    bars = (
+        alt.Chart(df)
+        .mark_bar(opacity=0.6, binSpacing=0)
+        .encode(
+            x=x,
+            x2="high:Q",
+            y=alt.Y("share:Q", title="share of the source's images", axis=alt.Axis(format="%"), stack=None),
+            y2=alt.datum(0),
+            color=alt.Color("source:N", title=None, sort=list(values), legend=alt.Legend(orient="bottom",
+                            direction="vertical", labelLimit=0)),
+            tooltip=["source", alt.Tooltip("low:Q", format=".4g", title="from"),
+                     alt.Tooltip("high:Q", format=".4g", title="to"), "images",
+                     alt.Tooltip("share:Q", format=".1%")],
+        )
+    )  # fmt: skip
+    at = alt.Chart(pd.DataFrame({"low": [threshold], "label": ["none of these →"]}))
+    rule = at.mark_rule(strokeDash=[4, 4], color="gray").encode(x="low:Q")
+    text = at.mark_text(align="left", baseline="top", dx=4, dy=2, color="gray").encode(
+        x="low:Q", y=alt.value(0), text="label:N"
+    )
+    return (bars + rule + text).properties(height=280)
+
+
+def bakeoff(rows: list[dict], recommended: str | None = None) -> alt.LayerChart:
+    """The bake-off's backbones as points: validation accuracy against the float32 model's size on a log axis, each
+    named beside its point, the recommended one marked; the tooltip adds latency, parameters and int8 accuracy."""
+    df = pd.DataFrame(
+        [{"backbone": r["backbone"], "accuracy": r["val_accuracy"], "size": r["size_mb"], "latency": r["latency_ms"],
+          "params": r["params"], "int8": r.get("int8_accuracy"),
+          "pick": "recommended" if r["backbone"] == recommended else "compared"}
+         for r in rows if r.get("val_accuracy") is not None],
+        columns=["backbone", "accuracy", "size", "latency", "params", "int8", "pick"],
+    )  # fmt: skip
+    x = alt.X("size:Q", title="model size (MB, float32, log scale)", scale=alt.Scale(type="log", nice=False))
+    y = alt.Y("accuracy:Q", title="validation accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    tooltip = [
+        "backbone", alt.Tooltip("accuracy:Q", title="validation accuracy", format=".1%"),
+        alt.Tooltip("size:Q", title="size (MB)", format=",.1f"), alt.Tooltip("latency:Q", title="latency (ms, 1 image)",
+        format=",.1f"), alt.Tooltip("params:Q", title="parameters", format=","),
+        *([alt.Tooltip("int8:Q", title="int8 accuracy", format=".1%")] if df["int8"].notna().any() else []),
+    ]  # fmt: skip
+    base = alt.Chart(df, title="Validation accuracy against model size")
+    points = base.mark_point(filled=True, size=110).encode(
+        x=x, y=y, tooltip=tooltip,
+        color=alt.Color("pick:N", title=None, scale=alt.Scale(domain=["recommended", "compared"],
+                                                              range=["#2ca02c", "#1f77b4"])),
+    )  # fmt: skip
+    names = base.mark_text(align="left", dx=9, dy=-6).encode(x=x, y=y, text="backbone:N", tooltip=tooltip)
+    return (points + names).properties(height=300)

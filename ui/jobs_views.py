@@ -11,7 +11,7 @@ import time
 
 import streamlit as st
 
-from core.jobs.kinds import EVALUATE, EXPORT, LABEL_ISSUES, LR_FIND, SPEED, TRAIN
+from core.jobs.kinds import BAKEOFF, EVALUATE, EXPORT, LABEL_ISSUES, LR_FIND, SPEED, TRAIN
 from core.jobs.registry import registry
 from core.jobs.states import (
     CANCELLED,
@@ -25,7 +25,7 @@ from core.jobs.states import (
     JobSnapshot,
 )
 from ui.job_view import owner_name, restart, stop_control
-from ui.session import DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, escape, guarded, plural
+from ui.session import BAKEOFF_PARAM, DATASET_PARAM, JOB_PARAM, RUN_PARAM, duration, escape, guarded, plural
 
 REFRESH_SECONDS = 2.0
 HOST = socket.gethostname()
@@ -33,11 +33,18 @@ STATES = {
     QUEUED: "queued",
     STARTING: "starting",
     COMPLETED: "finished",
-    STOPPED: "stopped, model saved",
+    STOPPED: "stopped, what was done is kept",
     FAILED: "failed",
     CANCELLED: "cancelled",
     INTERRUPTED: "interrupted",
 }
+
+
+def state_words(snap: JobSnapshot, default: str | None = None) -> str:
+    """The state in words; a stopped training keeps its model, other stopped jobs what they had done."""
+    if snap.kind == TRAIN and snap.state == STOPPED:
+        return "stopped, model saved"
+    return STATES.get(snap.state, snap.state if default is None else default)
 
 
 def _when(ts: float | None) -> str:
@@ -60,6 +67,10 @@ def _watch_link(snap: JobSnapshot) -> None:
     elif snap.kind == LR_FIND and snap.dataset_id:
         st.page_link("pages/train.py", label="Open its dataset on Train", icon=":material/model_training:",
                      query_params={DATASET_PARAM: snap.dataset_id})  # fmt: skip
+    elif snap.kind == BAKEOFF and snap.dataset_id:
+        st.page_link("pages/train.py", label="Watch" if not snap.finished else "Open on Train",
+                     icon=":material/leaderboard:",
+                     query_params={DATASET_PARAM: snap.dataset_id, BAKEOFF_PARAM: snap.id})  # fmt: skip
     elif snap.kind == EXPORT and snap.params.get("run"):
         st.page_link("pages/runs.py", label="Open the run on Runs", icon=":material/history:",
                      query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip
@@ -75,7 +86,7 @@ def _progress(snap: JobSnapshot) -> None:
     elif snap.state == STARTING:
         st.caption("Starting: preparing the model…")
     elif snap.finished:
-        what = STATES.get(snap.state, snap.state)
+        what = state_words(snap)
         if snap.kind == TRAIN and snap.metrics.get("val_accuracy") is not None:
             what += f" · val accuracy {snap.metrics['val_accuracy']:.1%}"
         elif snap.kind == SPEED and snap.metrics.get("images_per_second") is not None:
@@ -94,7 +105,7 @@ def _progress(snap: JobSnapshot) -> None:
 def job_card(snap: JobSnapshot) -> None:
     with st.container(border=True, key=f"job_card_{snap.id}"):
         head, actions = st.columns([3, 1], vertical_alignment="center")
-        state = "Stopping…" if snap.stopping else STATES.get(snap.state, "running")
+        state = "Stopping…" if snap.stopping else state_words(snap, "running")
         # Where it runs, when that is another machine (a Ray cluster's): the place to look if it misbehaves.
         where = f" · on {snap.machine}" if snap.machine and snap.machine != HOST else ""
         head.markdown(

@@ -113,7 +113,7 @@ def keep_for_review(run: RunInfo, answered: list[tuple[str, bytes, object]], sou
             continue
         try:
             review.enqueue(run.dataset_id, data, name, run_id=run.id, top=p.top, not_sure=not p.sure,
-                           source=source, user=user)  # fmt: skip
+                           none_of_these=p.none_of_these, source=source, user=user)  # fmt: skip
         except UserError as exc:  # the queue is full, or the dataset was deleted: the answers still stand
             note = str(exc)
             break

@@ -32,6 +32,7 @@ RUN_COLUMNS = {
     "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
     "finished": st.column_config.DatetimeColumn("Finished", format="D MMM YYYY, HH:mm"),
     "owner": st.column_config.TextColumn("By"),
+    "backbone": st.column_config.TextColumn("Backbone"),
     "head": st.column_config.TextColumn("Head"),
     "weights": st.column_config.TextColumn("Weights"),
     "image_size": st.column_config.NumberColumn("Image size", format="%d px"),

@@ -51,6 +51,7 @@ DATASET_RENAME = "dataset_rename"
 DATASET_DELETE = "dataset_delete"
 # Query parameters
 JOB_PARAM = "job"
+BAKEOFF_PARAM = "bakeoff"  # Train: the backbone bake-off on view (its job id), found again after a reload
 SETTINGS_FROM = "settings_from"  # Train: fill the form with this run's settings ("train again")
 RUN_PARAM = "run"
 DATASET_PARAM = "dataset"

@@ -83,6 +83,12 @@ def _waiting_for_speed(image_size: int, precision: str) -> None:
 
 def time_estimate(ds: Dataset, config: TrainConfig, unfrozen: list[str]) -> None:
     """How long the run will take here, before it starts, for every kind of run."""
+    if config.backbone != "vgg16":  # the time model counts VGG16's convolutions; the bake-off measures the others
+        st.caption(
+            f"No time estimate for {config.backbone} yet: the progress bar gives one as soon as training starts "
+            "(the bake-off on this page measures every backbone's speed here)."
+        )
+        return
     ips = pace.known_speed(config.image_size, config.precision)
     if ips is None:
         # A job like a training (it waits for a free slot, and shows on the Jobs page): no TensorFlow here.

@@ -22,7 +22,8 @@ import streamlit as st
 
 from core.config import DEFAULT_LR, HEAD_LAYERS, IMBALANCED, VGG_FC_SIZE, TrainConfig, min_fine_tune_unfreeze
 from core.data.dataset import Dataset
-from core.model.vgg16 import imagenet_problem, layer_table, unfrozen_mask
+from core.model import backbones
+from core.model.vgg16 import layer_table, unfrozen_mask
 from core.workspace import forms
 from core.workspace.decisions import excluded
 from ui import session
@@ -91,16 +92,17 @@ def two_phase_defaults(head: str) -> None:
     """Turning two-phase on: phase 2 unfreezes at least the last convolution block (the Keras guide's idea)."""
     if st.session_state.get(TWO_PHASE):
         st.session_state[key("unfreeze")] = max(st.session_state[key("unfreeze")], min_fine_tune_unfreeze(head) + 2)
+        st.session_state[key("unfreeze_blocks")] = max(st.session_state.get(key("unfreeze_blocks"), 0), 1)
 
 
-def weights_section(column) -> str:
+def weights_section(column, backbone: str = "vgg16") -> str:
     """The weights choice: 'imagenet', 'none', or the path of an uploaded .h5 file ('' until one is uploaded)."""
     kind = widget(
         column, "weights", kind="radio", options=list(WEIGHT_LABELS), format_func=WEIGHT_LABELS.get, default="imagenet"
     )
     if kind != "file":
         return kind
-    upload = column.file_uploader("VGG16 weights (.h5)", type=["h5"], key="weights_upload")
+    upload = column.file_uploader(f"{backbones.get(backbone).title} weights (.h5)", type=["h5"], key="weights_upload")
     if upload is not None:
         target = session_dir() / "weights" / upload.name.replace("/", "_")
         target.parent.mkdir(exist_ok=True)
@@ -129,20 +131,54 @@ def random_weights_box(num_classes: int) -> None:
         )  # fmt: skip
 
 
+def backbone_choice() -> str:
+    """The first choice of the form: the network the classifier stands on."""
+    return widget(
+        st, "backbone", format_func=lambda n: f"{backbones.get(n).title} — {backbones.get(n).about}",
+        help="VGG16 is the tutorial's. The smaller ones answer many times faster and fit a phone; the bake-off "
+        "below trains a head on each with your images and tells you what each costs and gives.",
+    )  # fmt: skip
+
+
+def blocks_section(ds: Dataset, backbone: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Backbones other than VGG16 unfreeze in whole blocks; the table shows which train."""
+    count = backbones.block_count(backbone)
+    blocks = values["unfreeze_blocks"] = widget(st, "unfreeze_blocks", max_value=count)
+    rows = backbones.block_table(backbone)
+    trains = set(backbones.unfrozen_blocks(backbone, blocks))
+    table = pd.DataFrame(rows).assign(trainable=[r["block"] in trains for r in rows])
+    trainable = int(table.loc[table.trainable, "params"].sum())
+    m1, m2 = st.columns(2)
+    m1.metric("Trainable parameters (backbone)", f"{trainable:,}",
+              help="The head's parameters train as well; batch normalisation stays frozen.")  # fmt: skip
+    m2.metric("Frozen parameters", f"{int(table['params'].sum()) - trainable:,}")
+    with st.expander("Blocks"):
+        st.dataframe(table, hide_index=True, width="stretch")
+    values["unfrozen_layers"] = [r["block"] for r in rows if r["block"] in trains]
+    return values
+
+
 def model_section(ds: Dataset) -> dict[str, Any]:
     st.subheader("Model")
+    backbone = backbone_choice()
     c1, c2, c3 = st.columns(3)
-    values = {"weights": weights_section(c1)}
-    head = values["head"] = widget(c2, "head")
+    values = {"backbone": backbone, "weights": weights_section(c1, backbone)}
+    vgg = backbone == "vgg16"
+    heads = None if vgg else [h for h in FIELDS["head"].metadata["choices"] if h != "vgg-fc"]
+    if not vgg and st.session_state.get(key("head")) == "vgg-fc":
+        st.session_state[key("head")] = "gap"  # VGG16's own fc layers exist on VGG16 only
+    head = values["head"] = widget(c2, "head", **({"options": heads} if heads else {}))
     values["resize"] = widget(c3, "resize", horizontal=True)
     if head == "vgg-fc":
         values["image_size"] = VGG_FC_SIZE
         c3.caption(f"Image size {VGG_FC_SIZE} px (the vgg-fc head needs it)")
     else:
         values["image_size"] = widget(c3, "image_size")
-    rows = layer_table(head, values["image_size"], len(ds.classes))
-    if values["weights"] == "none":
+    if values["weights"] == "none" and vgg:
         random_weights_box(len(ds.classes))
+    if not vgg:
+        return blocks_section(ds, backbone, values)
+    rows = layer_table(head, values["image_size"], len(ds.classes))
     two_phase = st.toggle(
         "Two-phase fine-tuning: train the new head first, then unfreeze the last K layers at a lower learning rate",
         key=TWO_PHASE, on_change=two_phase_defaults, args=(head,), persist_state="session",
@@ -213,6 +249,8 @@ def training_section(ds: Dataset, two_phase: bool, learning_rate: float) -> dict
         columns = st.columns(4)
         for column, name in zip(columns, ("early_stopping", "seed", "decay", "precision"), strict=True):
             values[name] = widget(column, name)
+        left, _ = st.columns([1, 3])
+        values["none_of_these_rate"] = widget(left, "none_of_these_rate")
     return values
 
 
@@ -322,7 +360,7 @@ def train_form(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
 def _draw(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
     model = model_section(ds)
     unfrozen = model.pop("unfrozen_layers")
-    if problem := weights_problem(model["weights"], model["head"]):
+    if problem := weights_problem(model["weights"], model["head"], model["backbone"]):
         weights_way_out(problem)
     optimizer = optimizer_section()
     training = training_section(ds, bool(st.session_state.get(TWO_PHASE)), optimizer["learning_rate"])
@@ -333,16 +371,18 @@ def _draw(ds: Dataset) -> tuple[TrainConfig, list[str], str | None]:
 
 
 @st.cache_data(ttl=600, show_spinner="Checking that the ImageNet weights can be downloaded…")
-def _imagenet_problem(head: str) -> str | None:
-    return imagenet_problem(head)  # a network check: cached for ten minutes
+def _imagenet_problem(head: str, backbone: str = "vgg16") -> str | None:
+    return backbones.weights_problem(backbone, head)  # a network check: cached for ten minutes
 
 
-def weights_problem(weights: str, head: str) -> str | None:
+def weights_problem(weights: str, head: str, backbone: str = "vgg16") -> str | None:
     """Why this run cannot get its weights, in a sentence for the page; None when it can."""
     if weights == "":
-        return "Upload a VGG16 weights file (.h5) above, or choose ImageNet or random weights."
+        return (
+            f"Upload a {backbones.get(backbone).title} weights file (.h5) above, or choose ImageNet or random weights."
+        )
     if weights == "imagenet":
-        return _imagenet_problem(head)
+        return _imagenet_problem(head, backbone)
     return None
 
 

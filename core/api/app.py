@@ -1,7 +1,8 @@
 """The HTTP API under ``/api/v1``: a FastAPI application that ``server.py`` mounts beside the pages.
 
     POST /api/v1/runs/{run_id}/predict    Bearer key; multipart field ``files`` or JSON ``{"images": [...]}``
-    GET  /api/v1/runs/{run_id}            classes, image size, metrics, threshold, card link (Bearer key)
+    GET  /api/v1/runs/{run_id}            classes, image size, metrics, thresholds ("not sure", "none of these"),
+                                          card link (Bearer key)
     GET  /api/v1/runs/{run_id}/card       the run's model card, Markdown (Bearer key)
     GET  /api/v1/health                   no key
     GET  /api/v1/openapi.json, /api/v1/docs

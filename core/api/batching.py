@@ -1,13 +1,15 @@
 """Concurrent requests to one model, answered in shared batches.
 
     batcher = Batcher(max_batch=32, max_wait=0.004)
+    answers = await batcher.answers(run_path, arrays)  # (probabilities, "none of these" score, flag) per array
     probs = await batcher.probabilities(run_path, arrays)    # rows of class probabilities, one per array
 
 Every request's decoded images go into its model's queue; one task per model takes what is waiting (up to
 ``max_batch`` images, waiting at most ``max_wait`` seconds for more once the first arrived) and runs one forward
-pass for all of them. The forward passes of all models run on one thread: TensorFlow already spreads one pass over
-every core, and two at once would only fight for them. While a batch runs, the next one fills, so N clients together
-get close to the model's own batched throughput rather than N single-image passes.
+pass for all of them (``Run.outputs``: the probabilities and the "none of these" scores together). The forward
+passes of all models run on one thread: TensorFlow already spreads one pass over every core, and two at once would
+only fight for them. While a batch runs, the next one fills, so N clients together get close to the model's own
+batched throughput rather than N single-image passes.
 
 The model is taken from ``core.model.predict``'s one bounded cache (``load_run``: loaded once per process, least
 recently used evicted within ``CLASSIFIER_MODEL_CACHE_MB``) at every batch, so this module holds no model itself
@@ -36,9 +38,13 @@ class Busy(UserError):
     """Too many images are waiting for this model."""
 
 
+# One image's answer: its probabilities, its "none of these" score and flag (both None: the run cannot say)
+Answer = tuple[np.ndarray, float | None, bool | None]
+
+
 @dataclass
 class _Queue:
-    items: list[tuple[np.ndarray, asyncio.Future]] = field(default_factory=list)
+    items: list[tuple[np.ndarray, asyncio.Future]] = field(default_factory=list)  # each future: an Answer
     task: asyncio.Task | None = None
 
 
@@ -55,7 +61,12 @@ class Batcher:
         return sum(len(q.items) for q in self._queues.values())
 
     async def probabilities(self, run_path: str | Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Class probabilities for each array (the run's input), computed in batches shared with other requests.
+        """Class probabilities for each array: ``answers``' first parts."""
+        return [row for row, _, _ in await self.answers(run_path, arrays)]
+
+    async def answers(self, run_path: str | Path, arrays: list[np.ndarray]) -> list[Answer]:
+        """(probabilities, "none of these" score, flag) for each array (the run's input), computed in batches shared
+        with other requests; the score and flag are None for a run that cannot say.
 
         Raises:
             Busy: more than ``max_pending`` images wait for this model.
@@ -81,25 +92,27 @@ class Batcher:
                 await asyncio.sleep(self.max_wait)  # let the other clients' images join this pass
             batch, queue.items = queue.items[: self.max_batch], queue.items[self.max_batch :]
             try:
-                probs = await loop.run_in_executor(self._pool, self._forward, key, [a for a, _ in batch])
+                answers = await loop.run_in_executor(self._pool, self._forward, key, [a for a, _ in batch])
             except Exception as exc:  # a model that cannot load: every waiting request hears why
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for row, (_, fut) in zip(probs, batch, strict=True):
+            for answer, (_, fut) in zip(answers, batch, strict=True):
                 if not fut.done():  # a client that went away
-                    fut.set_result(row)
+                    fut.set_result(answer)
 
-    def _forward(self, key: str, arrays: list[np.ndarray]) -> np.ndarray:
+    def _forward(self, key: str, arrays: list[np.ndarray]) -> list[Answer]:
         from core.model import predict  # TensorFlow: with the first batch, not with the server
 
-        run = predict.load_run(key)
-        probs = run.probabilities(np.stack(arrays))
+        run = predict.load_run(key)  # the cached run: its model and its "none of these" state together
+        probs, scores, flags = run.outputs(np.stack(arrays))
         with self._lock:
             self.batches += 1
             self.images += len(arrays)
-        return probs
+        if scores is None:
+            return [(row, None, None) for row in probs]
+        return [(row, float(s), bool(f)) for row, s, f in zip(probs, scores, flags, strict=True)]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

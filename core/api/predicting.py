@@ -26,10 +26,11 @@ from core.workspace import keys, runs
 log = logging.getLogger(__name__)
 
 
-def _entry(name: str, classes: list[str], row: np.ndarray | None, error: str | None, threshold) -> dict[str, Any]:
-    if row is None:
+def _entry(name: str, classes: list[str], answer, error: str | None, threshold) -> dict[str, Any]:
+    if answer is None:
         return {"file": name, "label": None, "probabilities": {}, "not_sure": None, "none_of_these": None,
                 "error": error}  # fmt: skip
+    row, _, unlike = answer
     best = int(np.argmax(row))
     top = float(row[best])
     return {
@@ -37,7 +38,7 @@ def _entry(name: str, classes: list[str], row: np.ndarray | None, error: str | N
         "label": classes[best],
         "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)},
         "not_sure": threshold is not None and top < threshold,
-        "none_of_these": None,  # filled once a run can answer "none of these"
+        "none_of_these": unlike,  # None: the run cannot say (core.model.ood)
         "error": None,
     }
 
@@ -49,8 +50,8 @@ async def answer(
     size, resize = info.config.image_size, info.config.resize
     decoded = await asyncio.gather(*(asyncio.to_thread(decode_one, data, size, resize) for _, data in files))
     good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
-    rows = await batcher.probabilities(info.path, [decoded[i][0] for i in good])
-    by_index = dict(zip(good, rows, strict=True))
+    answers = await batcher.answers(info.path, [decoded[i][0] for i in good])
+    by_index = dict(zip(good, answers, strict=True))
     threshold = calibration.threshold_of(info.path)
     out = [_entry(name, info.classes, by_index.get(i), decoded[i][1], threshold) for i, (name, _) in enumerate(files)]
     stored, note = 0, None

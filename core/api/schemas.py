@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from core.model import calibration
+from core.publish.card.facts import none_of_these
 from core.workspace import runs
 
 
@@ -38,6 +39,13 @@ class RunInfo(BaseModel):
     dataset_version: int | None
     metrics: dict[str, float | int | None]
     threshold: float | None = Field(description="Below this top probability an answer is 'not sure'")
+    none_of_these_threshold: float | None = Field(
+        None, description="Above this score an image is 'none of these' (null: the run cannot say)"
+    )
+    none_of_these_rate: float | None = Field(
+        None, description="The share of the known classes' validation images the threshold lets be called 'none of "
+        "these' by mistake, chosen when training (null: the run cannot say)",
+    )  # fmt: skip
     finished: str
     card: str = Field(description="Address of the run's model card (Markdown)")
     predict: str = Field(description="Address to send images to")
@@ -56,12 +64,14 @@ METRICS = ("val_accuracy", "val_loss", "accuracy", "loss", "epochs_completed", "
 
 def run_info(info: runs.RunInfo, prefix: str) -> RunInfo:
     version = info.config.to_dict().get("dataset_version")
+    unlike = none_of_these(info.path)  # core.model.ood's record, read without TensorFlow
     return RunInfo(
         run=info.id, classes=info.classes, image_size=info.config.image_size, resize=info.config.resize,
         dataset=info.dataset, dataset_id=info.dataset_id or None,
         dataset_version=version if isinstance(version, int) else None,
         metrics={k: info.metrics[k] for k in METRICS if isinstance(info.metrics.get(k), int | float)},
-        threshold=calibration.threshold_of(info.path), finished=info.finished,
+        threshold=calibration.threshold_of(info.path), none_of_these_threshold=unlike["threshold"],
+        none_of_these_rate=unlike["rate"], finished=info.finished,
         card=f"{prefix}/runs/{info.id}/card", predict=f"{prefix}/runs/{info.id}/predict",
     )  # fmt: skip
 

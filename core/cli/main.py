@@ -14,6 +14,7 @@
     python -m core retrain RUN --newest               # the run's settings again, on its dataset's newest version
     python -m core datasets add DATA.zip [--name N]; datasets versions ID; datasets diff ID 1 2
     python -m core lr-find DATA.zip --weights none --image-size 64 --optimizer adam
+    python -m core bakeoff DATA.zip [--backbones a,b,c] [--int8] [--image-size N] [--weights imagenet|none] [--json]
     python -m core share RUN [--expires DAYS]; python -m core unshare RUN
     python -m core serve [--host H] [--port P]       # the pages and the API (/api/v1) on one port
     python -m core keys create RUN --name NAME [--expires DAYS] [--store-predictions]; keys list; keys revoke ID
@@ -24,7 +25,8 @@ Exit status 0 on success, 2 on a user error (one line on stderr), 130 when inter
 export misses its parity target (the bundle is written and says so).
 Ctrl-C during training stops after the current batch and saves the model trained so far; a second Ctrl-C aborts.
 A new subcommand is a ``Command`` in the module of its kind (``core.cli.data``, ``training``, ``results``,
-``publish``, ``jobs``) and a place in ``ORDER``. TensorFlow loads inside a command, once its cheap checks passed.
+``publish``, ``bakeoff``, ``jobs``) and a place in ``ORDER``. TensorFlow loads inside a command, once its cheap checks
+passed.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ import argparse
 import sys
 import tempfile
 
-from core.cli import data, jobs, publish, results, serving, training
+from core.cli import bakeoff, data, jobs, publish, results, serving, training
 from core.cli.common import Parser
 from core.util.errors import Cancelled, UserError
 
-COMMANDS = {c.name: c for m in (data, training, results, publish, jobs, serving) for c in m.COMMANDS}
+COMMANDS = {c.name: c for m in (data, training, results, publish, bakeoff, jobs, serving) for c in m.COMMANDS}
 # The order of `python -m core --help`: the common path first.
-ORDER = ("serve", "inspect", "train", "retrain", "predict", "evaluate", "lr-find", "label-issues", "export", "share",
-         "unshare", "keys", "datasets", "jobs", "cache", "speed")  # fmt: skip
+ORDER = ("serve", "inspect", "train", "retrain", "predict", "evaluate", "lr-find", "bakeoff", "label-issues", "export",
+         "share", "unshare", "keys", "datasets", "jobs", "cache", "speed")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,13 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explain-class", metavar="NAME", default=None, help="class to explain (default: the top class)")
 
 
+def _answer_json(p) -> dict:
+    """What --json says of an answered image; the "none of these" ones are null when the run cannot say (trained
+    before it existed, or with it off)."""
+    return {"answer": p.answer, "sure": p.sure, "threshold": p.threshold, "none_of_these": p.none_of_these,
+            "none_of_these_score": p.score, "none_of_these_threshold": p.score_threshold}  # fmt: skip
+
+
 def run_predict(args) -> int:
     from core.workspace.runs import check_run
 
@@ -55,7 +62,7 @@ def run_predict(args) -> int:
                 [
                     {
                         "file": p.name,
-                        **({"answer": p.answer, "sure": p.sure, "threshold": p.threshold} if p.ok else {}),
+                        **(_answer_json(p) if p.ok else {}),
                         "predictions": [{"class": c, "probability": round(pr, 6)} for c, pr in p.top],
                         **({"error": p.error} if p.error else {}),
                         **({"explanation": explained[i]} if i in explained else {}),
@@ -68,7 +75,11 @@ def run_predict(args) -> int:
         )
     else:
         for p in results:
-            if p.ok and not p.sure:
+            if p.ok and p.none_of_these:
+                guesses = ", ".join(f"{c} {pr:.1%}" for c, pr in p.top)
+                print(f"{p.name}: none of these (unlike every class: score {p.score:.4g} above the run's "
+                      f"{p.score_threshold:.4g}; closest: {guesses})")  # fmt: skip
+            elif p.ok and not p.sure:
                 guesses = ", ".join(f"{c} {pr:.1%}" for c, pr in p.top)
                 print(f"{p.name}: not sure (below the run's {p.threshold:.0%} threshold; best guesses: {guesses})")
             elif p.ok:
@@ -137,6 +148,7 @@ def run_evaluate(args) -> int:
                 f"not-sure threshold {c['threshold']:.0%}: answers {c['coverage']:.0%} of these images, "
                 f"{c['accepted_accuracy']:.0%} of those right"
             )
+    _print_none_of_these(ev.none_of_these)
     if ev.most_confused:
         print("most confused (true -> predicted):")
         for m in ev.most_confused[:10]:
@@ -150,6 +162,21 @@ def run_evaluate(args) -> int:
             )
     print(f"saved to {Path(args.run) / FILE}")
     return 0
+
+
+def _print_none_of_these(report: dict) -> None:
+    """The evaluation's "none of these" lines (core.evaluate.none_of_these)."""
+    if not report:
+        return
+    if not report.get("available"):
+        print(f"none of these: the run cannot say: {report.get('reason', '')}")
+        return
+    inside = report["inside"]
+    print(f"none of these above score {report['threshold']:.4g} (target false alarms {report['rate']:.0%}): "
+          f"{inside['flagged']:.1%} of these {inside['images']} images flagged")  # fmt: skip
+    for row in report["sources"]:
+        auroc = "" if row["auroc"] is None else f", AUROC {row['auroc']:.3f}"
+        print(f"  {row['label']}: {row['flagged']:.0%} of {row['images']} flagged{auroc}")
 
 
 def add_label_issues(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,8 @@ Layouts understood (after stripping any single wrapper folder such as ``101_Obje
 * a split: ``train/`` and ``val/`` (or ``valid/``, ``validation/``), optionally ``test/``, each holding the same
   class folders. The given split is used as is; ``train/`` + ``test/`` alone gets a validation split from train.
 
+An ``__other__`` folder beside the class or split folders is no class: its images (``Dataset.other``) are unlike
+every class, and evaluation checks that the run answers "none of these" for them (core.evaluate.none_of_these).
 A zip is extracted by ``core.data.zips``, which treats every zip as hostile.
 """
 
@@ -34,6 +36,7 @@ from core.util import names
 from core.util.errors import UserError
 
 VAL_NAMES = ("val", "valid", "validation")
+OTHER = "__other__"  # not a class: images unlike every class, for checking "none of these"
 IMBALANCE_RATIO = 10
 SMALL_CLASS = 10  # fewer images than this gets a warning: too few to learn or to measure
 
@@ -58,6 +61,7 @@ class Report:
     ignored: int = 0  # junk quietly left out (__MACOSX, dot-files, Thumbs.db...)
     image_sizes: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    other: int = 0  # usable images in the __other__ folder
 
     @property
     def total(self) -> int:
@@ -80,6 +84,7 @@ class Dataset:
     name: str = ""  # the saved dataset's name, which its users may change; report.source stays the file's name
     store: str = ""  # a folder where what is derived from its images (their hashes) is kept: a saved dataset's own
     version: int = 0  # the saved dataset's version (core.workspace.versions); 0 when loaded from a zip or a folder
+    other: list[str] = field(default_factory=list)  # the __other__ folder's images, relative to root: not a class
 
     @property
     def title(self) -> str:
@@ -155,7 +160,9 @@ def scan_folder(
     skipped: list[dict[str, str]] | None = None,
     progress: Progress | None = None,
 ) -> Dataset:
-    """Find the class folders under ``folder``, validate every file by content, and build the Dataset."""
+    """Find the class folders under ``folder``, validate every file by content, and build the Dataset.
+
+    Long: one walk sorts every file of both layouts into candidates (the __other__ folder's too) or skipped ones."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder or a zip file.")
@@ -176,6 +183,8 @@ def scan_folder(
             for f, junk in _walk(other):
                 if junk:
                     ignored += 1
+                elif other.name == OTHER:
+                    candidates.append(("", OTHER, f))
                 else:
                     reason = f"not in the {', '.join(f'{s}/' for s in splits)} folders"
                     skipped.append({"file": _rel(f, folder), "reason": reason})
@@ -188,7 +197,7 @@ def scan_folder(
                     ignored += 1
                 else:
                     candidates.append((split, class_dir.name, f))
-    class_dirs = {names.check(c.name, "The class folder") for r in split_roots.values() for c in _subdirs(r)}
+    class_dirs = {names.check(c.name, "The class folder") for r in split_roots.values() for c in _subdirs(r)} - {OTHER}
     if not class_dirs:
         if root != folder and _files(root):  # a lone folder of images was taken for a wrapper
             raise UserError(
@@ -235,6 +244,7 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _build(folder, root, source, layout, class_dirs, good, sizes, skipped, ignored) -> Dataset:
+    other = [_rel(path, folder) for _, cls, path in good if cls == OTHER]  # no class: never an item
     warnings: list[str] = []
     per_class = Counter(cls for _, cls, _ in good)
     train_count = Counter(cls for split, cls, _ in good if split in ("", "train"))
@@ -270,8 +280,9 @@ def _build(folder, root, source, layout, class_dirs, good, sizes, skipped, ignor
         ignored=ignored,
         image_sizes=_size_stats(kept),
         warnings=warnings,
+        other=len(other),
     )
-    return Dataset(root=folder, classes=classes, items=items, report=report)
+    return Dataset(root=folder, classes=classes, items=items, report=report, other=other)
 
 
 def count_warnings(totals: dict[str, int]) -> list[str]:

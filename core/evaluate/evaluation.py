@@ -12,8 +12,9 @@ found while split.json records that folder (``"root"``) and it still exists — 
 otherwise the dataset must be given again. Images of classes the run does not know are skipped with a warning.
 
 Images are classified by ``core.model.predict`` (the training preprocessing, in batches); the metrics come from the pure
-``compute_metrics``. The result is written once to ``<run>/evaluation.json``. Importing this module does not
-load TensorFlow (``evaluate_run`` does), so a page can call ``load_evaluation`` without it.
+``compute_metrics``; how well the run answers "none of these" comes from ``core.evaluate.none_of_these``. The
+result is written once to ``<run>/evaluation.json``. Importing this module does not load TensorFlow
+(``evaluate_run`` does), so a page can call ``load_evaluation`` without it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Evaluation:
     root: str = ""  # the dataset folder ``files`` are relative to; a temporary one may be gone by now
     calibration: dict[str, Any] = field(default_factory=dict)  # core.model.calibration.on_images on these images
     by: str = ""  # who asked for it (core.workspace.access: a user's key, '' for a guest)
+    none_of_these: dict[str, Any] = field(default_factory=dict)  # core.evaluate.none_of_these.assess; {}: older
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -223,17 +225,18 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None, us
             f"({', '.join(run.classes)})."
         )
 
-    files, y_true, probs, unreadable = [], [], [], []
+    files, y_true, probs, scores, unreadable = [], [], [], [], []
     for start in range(0, len(known), CHUNK):
         chunk = known[start : start + CHUNK]
         results = _predict_all(run, [str(ds.root / it.path) for it in chunk])
-        for it, (row, error) in zip(chunk, results, strict=True):
+        for it, (row, error, score) in zip(chunk, results, strict=True):
             if error:
                 unreadable.append(f"{it.path}: {error}")
             else:
                 files.append(it.path)
                 y_true.append(index[ds.classes[it.label]])
                 probs.append(row)
+                scores.append(score)
         if progress:
             progress(min(start + CHUNK, len(known)), len(known))
     if unreadable:
@@ -249,26 +252,31 @@ def _evaluate(run, ds: Dataset | None, top_k: int, progress: Progress | None, us
     ev.calibration = calibration.on_images(
         np.stack(probs), y_true, saved.temperature if saved else 1.0, saved.threshold if saved else None
     )
+    from core.evaluate import none_of_these  # TensorFlow is loaded already: the run answered above
+
+    ev.none_of_these = none_of_these.assess(run, scores, ds)
+    ev.warnings += ev.none_of_these.get("warnings", [])
     ev.created = time.strftime("%Y-%m-%dT%H:%M:%S")
     ev.by = user
     runs.write_json(run.path / FILE, ev.to_dict())
     return ev
 
 
-def _predict_all(run, paths: list[str]) -> list[tuple[np.ndarray | None, str | None]]:
-    """Every class's probability per image, through ``core.model.predict`` so the preprocessing is training's."""
+def _predict_all(run, paths: list[str]) -> list[tuple[np.ndarray | None, str | None, float | None]]:
+    """Every class's probability per image, why it could not be read, and its "none of these" score (None: the run
+    cannot say), through ``core.model.predict`` so the preprocessing is training's."""
     from core.model.predict import predict
 
     order = {name: i for i, name in enumerate(run.classes)}
     out = []
     for p in predict(run, paths, top_k=len(run.classes)):
         if not p.ok:
-            out.append((None, p.error))
+            out.append((None, p.error, None))
             continue
         row = np.zeros(len(run.classes), dtype=np.float64)
         for name, prob in p.top:
             row[order[name]] = prob
-        out.append((row, None))
+        out.append((row, None, p.score))
     return out
 
 

@@ -61,12 +61,19 @@ def spatial_layers(model: keras.Model) -> list[str]:
     """Names of the layers a heat map can be taken from: the ones with a (height, width, channels) output."""
     # Shapes are worked out along the chain rather than read from ``layer.output``, which for VGG16's layers is
     # the keras.applications graph's tensor (see ``_cam_function``).
+    if not _chain(model):  # a graph (residual blocks): each layer has one output, in this model's own graph
+        return [x.name for x in model.layers[1:] if len(getattr(x, "output", None).shape or ()) == 4]
     shape, names = tuple(model.inputs[0].shape), []
     for layer in model.layers[1:]:
         shape = tuple(layer.compute_output_shape(shape))
         if len(shape) == 4:
             names.append(layer.name)
     return names
+
+
+def _chain(model: keras.Model) -> bool:
+    """VGG16 models are a chain of layers; the other backbones are graphs (``core.model.backbones``)."""
+    return model.name.startswith("vgg16")
 
 
 def convolution_layers(run_or_model: Run | keras.Model) -> list[str]:
@@ -116,13 +123,17 @@ def _cam_function(model: keras.Model, layer: str):
 
     last = model.layers[-1]
     scoring = last if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax else None
-    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name="image")
-    x, target = inputs, None
-    for each in model.layers[1 : -1 if scoring else None]:
-        x = each(x)
-        if each.name == layer:
-            target = x
-    grad_model = keras.Model(inputs, [target, x], name=f"gradcam_{layer}")
+    if _chain(model):
+        inputs = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name="image")
+        x, target = inputs, None
+        for each in model.layers[1 : -1 if scoring else None]:
+            x = each(x)
+            if each.name == layer:
+                target = x
+        grad_model = keras.Model(inputs, [target, x], name=f"gradcam_{layer}")
+    else:  # a graph: its layers have one node each, in this model's graph, so their tensors can be taken
+        end = last.input if scoring else model.outputs[0]
+        grad_model = keras.Model(model.inputs[0], [model.get_layer(layer).output, end], name=f"gradcam_{layer}")
 
     @tf.function(reduce_retracing=True, autograph=False)
     def cam(images, index):

@@ -286,10 +286,12 @@ def _features(run: runs.RunInfo, paths: list[str], progress, cache) -> tuple[np.
     # TensorFlow loads here: pages import this module to read saved results
     from core.model.build import freeze
     from core.train.features import Plan, extract, plan_training
+    from core.train.phases import phases
 
     # A fresh copy: freezing changes the layers' flags, and the copy Classify may hold is shared.
     model = keras.saving.load_model(run.path / "model.keras", compile=False, safe_mode=True)
-    freeze(model, run.config.unfreeze)  # a two-phase run's last phase: the layers that never trained
+    last = phases(run.config)[-1]  # a two-phase run's last phase: the layers that never trained
+    freeze(model, last.unfreeze, last.blocks)
     plan = plan_training(model)
     fine_tuned = not plan.cached
     if fine_tuned:

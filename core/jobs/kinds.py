@@ -17,6 +17,7 @@ from dataclasses import dataclass
 TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"
 LABEL_ISSUES = "label_issues"
 EXPORT = "export"
+BAKEOFF = "bakeoff"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ KINDS = {
     SPEED: Kind("speed test", "core.jobs.work:speed"),
     LABEL_ISSUES: Kind("label-error search", "core.jobs.work:label_issues", changes_run="check the labels of"),
     EXPORT: Kind("export", "core.jobs.work:export", changes_run="export"),
+    BAKEOFF: Kind("backbone bake-off", "core.jobs.work:bakeoff"),
 }
 
 

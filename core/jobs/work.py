@@ -12,7 +12,8 @@ from core.config import TrainConfig
 from core.evaluate import evaluation
 from core.evaluate import label_issues as label_check
 from core.jobs.runner import Context
-from core.jobs.states import COMPLETED
+from core.jobs.states import COMPLETED, STOPPED
+from core.publish import bakeoff as bake
 from core.publish import bundles
 from core.publish import export as exporting
 from core.train import lrfind, speedtest, training
@@ -70,3 +71,24 @@ def speed(ctx: Context) -> tuple:
     ips = speedtest.measure_speed(ctx.params["image_size"], ctx.params["precision"], images=ctx.params.get("images"),
                                progress=report, stop=ctx.stop)  # fmt: skip
     return COMPLETED, {"images_per_second": round(ips, 3)}, None
+
+
+def bakeoff(ctx: Context) -> tuple:
+    # the bake-off watches the stop itself, and a stop keeps the backbones done so far: the job ends "stopped"
+    report, done, stage = ctx.reporter(None), [], [""]
+
+    def progress(step: str, count: int, total: int) -> None:
+        report(step, count, total)
+        if step != stage[0]:  # a new step shows at once: some (a compile, a conversion) take long between reports
+            stage[0] = step
+            ctx.writer.flush()
+
+    def on_row(row: dict) -> None:  # the rows so far, in one line under the live progress
+        done.append(row)
+        ctx.writer.set(True, path_reason=bake.done_so_far(done))
+
+    found = bake.bakeoff(
+        ctx.dataset, ctx.params.get("backbones") or None, TrainConfig.from_dict(ctx.params["config"]),
+        progress=progress, stop=ctx.stop, int8=bool(ctx.params.get("int8")), on_row=on_row,
+    )  # fmt: skip
+    return (STOPPED if found.stopped else COMPLETED), found.metrics(), found.to_dict()

@@ -1,22 +1,21 @@
-"""VGG16 transfer-learning model: backbone from ``keras.applications``, a new head, freezing, compiling.
+"""Transfer-learning model: a backbone from ``keras.applications`` (``core.model.backbones``), a new head,
+freezing, compiling.
 
     model = build_model(TrainConfig(weights="none", image_size=64), num_classes=3)
     describe_layers(model)        # rows for a layer table
     param_counts(model)           # {"trainable": ..., "frozen": ...}
 
-The model is flat (input, preprocessing, VGG16's own layers, head), so "unfreeze the last K layers" counts
+The model is flat (input, preprocessing, the backbone's own layers, head), so "unfreeze the last K layers" counts
 layers exactly as the tutorial counts ``model.layers``, and the frozen prefix can be cut off as a unit.
-It takes uint8 RGB images; the first layer does VGG16's normalisation, so a saved model needs nothing else.
-What can be known without TensorFlow (the layer table, the ImageNet weights' address and cache) is in
-``core.model.vgg16``; this module builds the real thing.
+It takes uint8 RGB images; the first layers do the backbone's own normalisation, so a saved model needs nothing
+else. What can be known without TensorFlow (the layer and block tables, the ImageNet weights' address and cache)
+is in ``core.model.vgg16`` and ``core.model.backbones``; this module builds the real thing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
-import warnings
 from pathlib import Path
 
 from core.model import backend  # noqa: F401  (quiet TensorFlow import, before keras)
@@ -25,9 +24,10 @@ from core.model import backend  # noqa: F401  (quiet TensorFlow import, before k
 import keras
 from keras import layers, ops
 
-from core.config import TrainConfig
-from core.model import vgg16
+from core.config import HEAD_LAYERS, TrainConfig
+from core.model import backbones, vgg16
 from core.model.vgg16 import unfrozen_mask
+from core.model.weights import _vgg16, application, backbone, fetch_imagenet, fetch_weights  # noqa: F401
 from core.util.errors import UserError
 
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -51,6 +51,61 @@ class VGGPreprocess(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="core")
+class PixelsToFloat(layers.Layer):
+    """uint8 RGB -> float32 RGB, for backbones whose own first layers normalise (``include_preprocessing``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return ops.cast(inputs, "float32")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="core")
+class ErfGelu(layers.Layer):
+    """GELU written with erf, 0.5 x (1 + erf(x / sqrt 2)): the same function as Keras' exact gelu, which TensorFlow
+    computes with erfc, an operation ONNX converters lack."""
+
+    def call(self, inputs):
+        return 0.5 * inputs * (1.0 + ops.erf(inputs * 0.7071067811865476))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def portable(model: keras.Model) -> keras.Model:
+    """The same model in operations every runtime has: a convolution with one group per channel (ConvNeXt's) becomes
+    the DepthwiseConv2D it is (TensorFlow runs grouped convolutions as a compiled XLA function, which neither LiteRT
+    nor ONNX can take in), and exact GELU uses erf. Weights carry over unchanged in value."""
+    grouped = [x for x in model.layers if isinstance(x, layers.Conv2D) and x.groups > 1 and x.groups == x.filters]
+    gelus = [x for x in model.layers if isinstance(x, layers.Activation) and x.get_config()["activation"] == "gelu"]
+    if not grouped and not gelus:
+        return model
+
+    def clone(layer):
+        config = layer.get_config() if isinstance(layer, layers.Layer) else None
+        if layer in grouped:
+            keep = ("name", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "use_bias", "dtype")
+            return layers.DepthwiseConv2D(**{k: config[k] for k in keep}, depth_multiplier=1)
+        if layer in gelus:
+            return ErfGelu(name=config["name"], dtype=config["dtype"])
+        return layer.__class__.from_config(config if config is not None else layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, copy.layers, strict=True):
+        weights = old.get_weights()
+        if old in grouped:  # (h, w, 1, channels) as a grouped kernel is (h, w, channels, 1) as a depthwise one
+            weights = [weights[0].transpose(0, 1, 3, 2), *weights[1:]]
+        new.set_weights(weights)
+    copy.trainable = model.trainable
+    return copy
 
 
 # ---------------------------------------------------------------------------------------------- precision
@@ -91,88 +146,41 @@ def dtype_policy(precision: str):
             keras.config.set_dtype_policy(previous)
 
 
-# ---------------------------------------------------------------------------------------------- weights
-
-
-def _vgg16(include_top: bool, weights, size: int) -> keras.Model:
-    from keras.applications import VGG16
-
-    return VGG16(include_top=include_top, weights=weights, input_shape=(size, size, 3))
-
-
-def fetch_imagenet(include_top: bool) -> str:
-    """Path of the ImageNet weights file in Keras' cache, downloading it once (checked, never hanging).
-
-    Raises:
-        OfflineWeights: not cached, and the download server cannot be reached.
-    """
-    vgg16.check_imagenet(include_top)
-    url, path = vgg16.imagenet_url(include_top), vgg16.imagenet_cache_path(include_top)
-    # Keras fixes its home when it is imported; naming the folder makes get_file use the one core.model.vgg16 checked.
-    home = vgg16.weights_home()
-    with contextlib.suppress(OSError):
-        home.mkdir(parents=True, exist_ok=True)  # as Keras' import does: get_file would use /tmp for a missing one
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(60)  # a stalled download fails instead of hanging the run forever
-    try:
-        return keras.utils.get_file(
-            path.name, url, cache_subdir="models", cache_dir=str(home), file_hash=vgg16.IMAGENET_MD5[include_top]
-        )
-    except Exception as exc:
-        if "URL fetch failure" in str(exc) or isinstance(exc, OSError):
-            raise vgg16.offline_error(include_top) from None
-        raise
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _load_weights_quietly(model: keras.Model, path: Path) -> None:
-    # A file that does not fit makes Keras warn once per layer before it raises: dozens of lines on the
-    # terminal ahead of the one-sentence UserError that says the same thing.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.load_weights(str(path))
-
-
-def _file_backbone(include_top: bool, path: str, size: int) -> keras.Model:
-    """Load a local VGG16 weights file (with or without the top layers) into the known topology."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"The weights file {path} does not exist; use 'imagenet', 'none' or an existing .h5 file.")
-    if not p.name.endswith(".h5"):
-        raise UserError(f"{p.name} is not a weights file: VGG16 weights come as an .h5 file.")
-    backbone = _vgg16(include_top, None, size)
-    try:
-        _load_weights_quietly(backbone, p)
-        return backbone
-    except Exception:
-        if include_top:
-            raise UserError(
-                f"{p.name} does not hold VGG16 weights with the fully connected layers, which the vgg-fc head "
-                "needs; use the small-fc or gap head with it, or a full VGG16 weights file."
-            ) from None
-    # A full VGG16 file also serves a headless backbone: its convolution weights do not depend on the size.
-    try:
-        full = _vgg16(True, None, 224)
-        _load_weights_quietly(full, p)
-    except Exception:
-        raise UserError(f"{p.name} does not hold VGG16 weights (its layers do not match VGG16).") from None
-    for layer in backbone.layers:
-        if layer.weights:
-            layer.set_weights(full.get_layer(layer.name).get_weights())
-    return backbone
-
-
-def backbone(config: TrainConfig) -> keras.Model:
-    include_top = vgg16.needs_top(config.head)
-    if config.weights == "imagenet":
-        return _vgg16(include_top, fetch_imagenet(include_top), config.image_size)
-    if config.weights in ("none", "", None):
-        return _vgg16(include_top, None, config.image_size)
-    return _file_backbone(include_top, config.weights, config.image_size)
-
-
 # ---------------------------------------------------------------------------------------------- model
+
+
+def _head(x, head: str, num_classes: int):
+    if head == "small-fc":
+        # The tutorial's second option; its Dense(0.5) between the Dense layers is a typo for Dropout.
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(256, activation="relu", name="head_dense1")(x)
+        x = layers.Dropout(0.5, name="head_dropout1")(x)
+        x = layers.Dense(256, activation="relu", name="head_dense2")(x)
+        x = layers.Dropout(0.5, name="head_dropout2")(x)
+    elif head == "gap":
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+        x = layers.Dropout(0.2, name="head_dropout")(x)
+    # The softmax stays float32 under mixed precision: probabilities must sum to 1 and log() must not underflow.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def _other_backbone(config: TrainConfig, num_classes: int) -> keras.Model:
+    """A backbone other than VGG16: uint8 input, its preprocessing, the application built on it, the head."""
+    entry = backbones.get(config.backbone)
+    weights = None if config.weights in ("none", "", None) else config.weights
+    if weights == "imagenet":
+        weights = fetch_weights(entry)
+    inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")
+    pre = VGGPreprocess(name="caffe_preprocess") if entry.preprocessing == "caffe" else PixelsToFloat(name="to_float")
+    base = application(entry, weights, pre(inputs))
+    for layer in base.layers:
+        # Stochastic depth (EfficientNetV2's per-block Dropout) regularises training from scratch; here most blocks
+        # stay frozen and compute once, which a random drop would forbid, so it is off, as with the Keras guide's
+        # base called with training=False.
+        if isinstance(layer, layers.Dropout):
+            layer.rate = 0.0
+    outputs = _head(base.output, config.head, num_classes)
+    return portable(keras.Model(inputs, outputs, name=f"{entry.name}_{config.head.replace('-', '_')}"))
 
 
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -185,9 +193,18 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     config.validate()
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2. Received: num_classes={num_classes}")
+    blocks = config.unfreeze_blocks if config.backbone != "vgg16" else 0
+    if blocks and blocks > (most := backbones.block_count(config.backbone)):
+        raise UserError(f"{config.backbone} has {most} blocks; --unfreeze-blocks can be at most {most}.")
     precision = resolve_precision(config.precision)
-    if config.weights == "imagenet":
-        fetch_imagenet(vgg16.needs_top(config.head))  # download before taking the lock other sessions' builds wait on
+    if config.weights == "imagenet":  # download before taking the lock other sessions' builds wait on
+        entry = backbones.get(config.backbone)
+        fetch_imagenet(vgg16.needs_top(config.head)) if entry.name == "vgg16" else fetch_weights(entry)
+    if config.backbone != "vgg16":
+        with dtype_policy(precision):
+            model = _other_backbone(config, num_classes)
+        freeze(model, HEAD_LAYERS[config.head], config.unfreeze_blocks)
+        return model
     with dtype_policy(precision):
         base = backbone(config)
         inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")
@@ -196,27 +213,34 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
             if layer.name == "predictions":  # vgg-fc: VGG16's 1000-way ImageNet layer is replaced below
                 break
             x = layer(x)
-        if config.head == "small-fc":
-            # The tutorial's second option; its Dense(0.5) between the Dense layers is a typo for Dropout.
-            x = layers.Flatten(name="flatten")(x)
-            x = layers.Dense(256, activation="relu", name="head_dense1")(x)
-            x = layers.Dropout(0.5, name="head_dropout1")(x)
-            x = layers.Dense(256, activation="relu", name="head_dense2")(x)
-            x = layers.Dropout(0.5, name="head_dropout2")(x)
-        elif config.head == "gap":
-            x = layers.GlobalAveragePooling2D(name="gap")(x)
-            x = layers.Dropout(0.2, name="head_dropout")(x)
-        # The softmax stays float32 under mixed precision: probabilities must sum to 1 and log() must not underflow.
-        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+        outputs = _head(x, config.head, num_classes)
         model = keras.Model(inputs, outputs, name=f"vgg16_{config.head.replace('-', '_')}")
     freeze(model, config.unfreeze)
     return model
 
 
-def freeze(model: keras.Model, unfreeze: int) -> None:
-    """Freeze every layer except the last ``unfreeze`` of ``model.layers``."""
-    for layer, trainable in zip(model.layers, unfrozen_mask(len(model.layers), unfreeze), strict=True):
+def freeze(model: keras.Model, unfreeze: int, blocks: int = 0) -> None:
+    """Freeze every layer except the last ``unfreeze`` of ``model.layers`` and, on a backbone other than VGG16, the
+    layers of its last ``blocks`` blocks (``core.model.backbones``) except batch normalisation, which stays frozen."""
+    mask = unfrozen_mask(len(model.layers), unfreeze)
+    entry = backbones.of_model(model.name)
+    if entry.name != "vgg16" and blocks > 0:
+        own = backbone_layers(model)
+        wanted = set(backbones.unfrozen_blocks(entry.name, blocks))
+        names = backbones.assign_blocks(entry, [layer.name for layer in own])
+        trains = {id(layer) for layer, block in zip(own, names, strict=True) if block in wanted}
+        mask = [m or (id(layer) in trains and not isinstance(layer, layers.BatchNormalization))
+                for m, layer in zip(mask, model.layers, strict=True)]  # fmt: skip
+    for layer, trainable in zip(model.layers, mask, strict=True):
         layer.trainable = trainable
+
+
+def backbone_layers(model: keras.Model) -> list:
+    """The backbone's own layers of a model on a backbone other than VGG16: after the input and preprocessing
+    layers, before the head's."""
+    entry = backbones.of_model(model.name)
+    head = model.name[len(entry.name) + 1 :].replace("_", "-")
+    return list(model.layers[2 : len(model.layers) - HEAD_LAYERS[head]])
 
 
 def fold_temperature(model: keras.Model, temperature: float) -> None:
@@ -241,6 +265,8 @@ def as_float32(model: keras.Model) -> keras.Model:
         return model
 
     def clone(layer):
+        if not isinstance(layer, layers.Layer):  # an operation in the graph (MobileNetV3's x + 3): no dtype of its own
+            return layer.__class__.from_config(layer.get_config())
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
     copy = keras.models.clone_model(model, clone_function=clone)

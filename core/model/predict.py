@@ -2,11 +2,14 @@
 
     run = load_run("runs/ants")
     for p in predict(run, ["a.jpg", "b.png"], top_k=3):
-        print(p.name, p.answer, p.top if p.ok else p.error)    # answer: the class, or "not sure" below threshold
+        print(p.name, p.answer, p.top if p.ok else p.error)    # the class, "none of these" or "not sure"
+        p.none_of_these, p.score                                # None: the run cannot say (core.model.ood)
 
 Images go through ``core.model.inputs.load_image`` with the run's own size and resize strategy, exactly as in
 training.
 Models answer in float32 even when trained in mixed precision, as every export does (``core.model.build.as_float32``).
+A run that learnt what its classes look like (``core.model.ood``) also scores how unlike every class each image is,
+in the same forward pass: above its threshold the answer is "none of these", whatever the probabilities say.
 
 Loaded runs are kept in this process's one cache, most recently used last: at most ``MAX_LOADED`` of them, and
 at most ``CLASSIFIER_MODEL_CACHE_MB`` megabytes of weights (default 2048; a vgg-fc model alone holds ~540 MB).
@@ -34,13 +37,14 @@ import numpy as np
 from core.config import TrainConfig
 from core.imaging.pillow import ImageError, Source
 from core.model import build as _model  # also registers VGGPreprocess for loading
-from core.model import calibration
+from core.model import calibration, ood
 from core.model.inputs import load_image
 from core.util.errors import UserError
 from core.workspace import runs
 
 BATCH = 32
 NOT_SURE = "not sure"
+NONE_OF_THESE = "none of these"
 SAVED = "saved"  # predict's default threshold: the one saved with the run (core.model.calibration)
 MAX_LOADED = 4
 _cache: OrderedDict[tuple[str, float], Run] = OrderedDict()
@@ -55,16 +59,33 @@ class Run:
     config: TrainConfig
     info: dict
     nbytes: int = 0  # memory held by the model's weights
+    ood: ood.State | None = None  # "none of these" (core.model.ood); None: the run cannot say
     _infer: object = field(default=None, repr=False)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for a uint8 batch, through one compiled graph rather than ``model.predict``."""
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, "none of these" scores, flags) for a uint8 batch, through one compiled graph rather than
+        ``model.predict``; the scores and flags are None for a run that cannot say. One forward pass gives both."""
         if self._infer is None:
             import tensorflow as tf
 
-            self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        out = [np.asarray(self._infer(images[i : i + BATCH]), dtype=np.float32) for i in range(0, len(images), BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+            model = ood.score_model(self.model, self.ood) if self.ood is not None else self.model
+            self._infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        probs, scores = [], []
+        for i in range(0, len(images), BATCH):
+            out = self._infer(images[i : i + BATCH])
+            if self.ood is not None:
+                out, score = out
+                scores.append(np.asarray(score, dtype=np.float64))
+            probs.append(np.asarray(out, dtype=np.float32))
+        probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
+        if self.ood is None:
+            return probs, None, None
+        scores = np.concatenate(scores) if scores else np.zeros(0)
+        return probs, scores, self.ood.flags(scores)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a uint8 batch (``outputs``' first part)."""
+        return self.outputs(images)[0]
 
 
 @dataclass
@@ -73,6 +94,9 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most likely first
     error: str | None = None
     threshold: float | None = None  # the run's "not sure" threshold when this was classified (None: none)
+    none_of_these: bool | None = None  # unlike every class (core.model.ood); None: the run cannot say
+    score: float | None = None  # how unlike: the smallest squared Mahalanobis distance to a class mean
+    score_threshold: float | None = None  # above it, "none of these"
 
     @property
     def ok(self) -> bool:
@@ -85,8 +109,11 @@ class Prediction:
 
     @property
     def answer(self) -> str:
-        """The class, or "not sure"; "" for an image that could not be read."""
-        return "" if not self.ok else self.top[0][0] if self.sure else NOT_SURE
+        """The class, "none of these" (unlike every class: before "not sure") or "not sure"; "" for an image that
+        could not be read."""
+        if not self.ok:
+            return ""
+        return NONE_OF_THESE if self.none_of_these else self.top[0][0] if self.sure else NOT_SURE
 
 
 def weights_bytes(model: keras.Model) -> int:
@@ -118,13 +145,16 @@ def load_run(path: str | os.PathLike) -> Run:
             model = _model.as_float32(keras.saving.load_model(path / "model.keras", compile=False, safe_mode=True))
         except Exception as exc:
             raise UserError(f"The model in {path.name} cannot be loaded ({exc}).") from None
+        state = ood.load(path)  # "none of these", kept with the model it was fitted for
+        state = state if state is not None and ood.fits(model, state) else None
         _cache[key] = Run(
             path=path,
             model=model,
             classes=list(runs.read_json(path / "classes.json")),
             config=TrainConfig.from_dict(runs.read_json(path / "config.json")),
             info=runs.read_json(path / runs.MARKER),
-            nbytes=weights_bytes(model),
+            nbytes=weights_bytes(model) + (state.nbytes if state else 0),
+            ood=state,
         )
         # Dropping the cache's reference frees a model once no page or job still holds its Run.
         while len(_cache) > 1 and (len(_cache) > MAX_LOADED or sum(r.nbytes for r in _cache.values()) > limit):
@@ -172,17 +202,22 @@ def predict(
 
     The probabilities are the saved model's, calibrated when the run was (the temperature is in its weights).
     Each prediction carries ``threshold`` (by default the run's saved one, read afresh: it can change on the
-    Evaluate page): below it, ``answer`` is "not sure" and ``top`` still holds the best guesses.
+    Evaluate page): below it, ``answer`` is "not sure" and ``top`` still holds the best guesses. Each also carries
+    its "none of these" score and flag (None for a run that cannot say), from the same forward pass; flagged, the
+    answer is "none of these".
     """
     if threshold == SAVED:
         threshold = calibration.threshold_of(run.path)
     names = names or [Path(s).name if not isinstance(s, bytes) else f"image {i + 1}" for i, s in enumerate(sources)]
     decoded = decode_all(run, sources)
     good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
-    probs = run.probabilities(np.stack([decoded[i][0] for i in good])) if good else np.zeros((0, 0))
+    probs, scores, flags = run.outputs(np.stack([decoded[i][0] for i in good])) if good else (np.zeros((0, 0)),) * 3
     k = max(1, min(top_k, len(run.classes)))
     results = [Prediction(name, error=err, threshold=threshold) for name, (_, err) in zip(names, decoded, strict=True)]
-    for row, i in zip(probs, good, strict=True):
+    for n, (row, i) in enumerate(zip(probs, good, strict=True)):
         order = np.argsort(row)[::-1][:k]
         results[i].top = [(run.classes[j], float(row[j])) for j in order]
+        if scores is not None:
+            results[i].score, results[i].none_of_these = float(scores[n]), bool(flags[n])
+            results[i].score_threshold = run.ood.threshold
     return results

@@ -128,13 +128,14 @@ class OfflineWeights(UserError):
     ``url`` is the file to fetch elsewhere and ``cache_dir`` the folder where Keras looks for it.
     """
 
-    def __init__(self, url: str, cache_dir: str | os.PathLike):
+    def __init__(self, url: str, cache_dir: str | os.PathLike, model: str = "VGG16"):
         self.url = url
+        self.model = model
         self.cache_dir = Path(cache_dir)
         self.host = urlparse(url).hostname or url
         self.filename = Path(urlparse(url).path).name
         self.short = (
-            f"The ImageNet weights for VGG16 could not be downloaded: this server has no connection to {self.host}."
+            f"The ImageNet weights for {model} could not be downloaded: this server has no connection to {self.host}."
         )
         super().__init__(
             f"{self.short} Train with --weights none, or download {url} elsewhere and pass it with "
@@ -142,7 +143,7 @@ class OfflineWeights(UserError):
         )
 
     def __reduce__(self):  # rebuild from the two facts, not from the message (e.g. across processes)
-        return type(self), (self.url, str(self.cache_dir))
+        return type(self), (self.url, str(self.cache_dir), self.model)
 
 
 def needs_top(head: str) -> bool:

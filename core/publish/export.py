@@ -1,15 +1,32 @@
 """Exports of a saved run, each with its preprocessing inside and checked against the app before it is offered.
 
-    bundle = export_run("runs/2026…-ants", "exports", formats=("savedmodel", "litert", "onnx"))
+    bundle = export_run("runs/2026…-ants", "exports", formats=("saved_model", "litert", "litert-int8", "onnx"))
     for check in bundle.checks:
         print(check.format, check.top1_agreement, check.max_abs_diff, check.passed)
+    bundle.deployment["formats"]     # size, latency, agreement, accuracy per class, ECE of each (report.json)
 
 One folder per export (``<out>/<run-id>/``): ``model.keras`` as trained; ``savedmodel/`` for TensorFlow Serving,
 whose ``serving_default`` takes encoded images (JPEG/PNG/GIF/BMP bytes) and runs decode → the run's
 crop/pad/stretch → resize → the model in its own graph, with ``pixels`` for decoded RGB of any size and
-``square`` for the model's square input; ``model.tflite`` (LiteRT, float32; ``model_int8.tflite`` with dynamic-range
-int8 weights on request) and ``model.onnx`` taking the square uint8 image, the normalisation inside; ``labels.txt``;
-``preprocessing.json`` with the exact steps; ``parity.json`` / ``PARITY.md``; the model card; ``examples/``.
+``square`` for the model's square input; ``model.tflite`` (LiteRT, float32), ``model_fp16.tflite`` (float16
+weights), ``model_int8.tflite`` (full-integer int8) and ``model.onnx`` taking the square uint8 image, the
+normalisation inside, and answering float32 probabilities; ``labels.txt``; ``preprocessing.json`` with the exact
+steps and each format's outputs; ``parity.json`` / ``PARITY.md``; ``report.json`` / ``REPORT.md`` (the deployment
+report, ``core.publish.report``); the model card; ``examples/``. The files are written by ``core.publish.formats``.
+
+A run that answers "none of these" (``core.model.ood``) is exported from its two-output model: each export also
+answers the score (``none_of_these_score``; the SavedModel also ``none_of_these``, the score above the run's
+threshold), the threshold is in preprocessing.json and none_of_these.json, and the parity check compares each
+export's score and flag with the app's (float32: the same flag on every image, the score within 1e-4 of the larger
+of the threshold and the app's score on decoded pixels, 1e-2 from encoded bytes; float16 and int8 reported). A run
+that cannot say is exported with its one output.
+
+``litert-int8`` is full-integer quantisation (weights and activations int8, calibrated on up to 100 of the run's
+training images decoded as the app decodes them, ``core.publish.measure.representative``); it replaces the
+dynamic-range file (int8 weights, float activations) that ``model_int8.tflite`` used to be: the same size on disk,
+and integer-only arithmetic is what the phones and accelerators that want int8 run. The model keeps its uint8 input
+and float32 probabilities out (quantise and dequantise at its edges). ``int8=True`` and the names of before
+(``savedmodel``) still work (``core.publish.bundles.parse_formats``).
 
 All go through Keras' own ``Model.export`` (``ExportArchive`` for the SavedModel's several signatures). The crop,
 pad, stretch and resize are ``core.model.geometry``'s ops in the app and in the SavedModel's graph alike, so the parity
@@ -17,12 +34,11 @@ check compares one implementation with itself in another runtime: every export i
 (``tf.saved_model.load``, the LiteRT interpreter, ``onnxruntime``) on the run's validation images plus a few made
 images of odd shapes, and compared with the app's probabilities. Float32 targets: 100 % top-1 and at most 1e-5 on
 decoded pixels, 1e-3 from encoded bytes. An export that misses its target is flagged in the report, the bundle and
-the page; int8 is reported, not held to a float32 target.
+the page; float16 and int8 are reported, not held to a float32 target.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -34,18 +50,26 @@ from pathlib import Path
 from core.model import backend  # noqa: F401  (quiet TensorFlow import, before keras)
 
 # isort: split
-import keras
 import numpy as np
-import tensorflow as tf
 
-from core.imaging import spec as preprocessing
-from core.model import calibration, geometry
 from core.model.predict import Run, load_run
-from core.publish.bundles import BUNDLE_MARKER, BYTES_TARGET, FORMATS, PIXELS_TARGET, parity_markdown
+from core.publish import measure, report
+from core.publish.bundles import (
+    BUNDLE_MARKER,
+    BYTES_TARGET,
+    FILES,
+    FORMATS,
+    PIXELS_TARGET,
+    SCORE_BYTES_TARGET,
+    SCORE_PIXELS_TARGET,
+    ExportError,
+    parity_markdown,
+    parse_formats,
+)
 from core.publish.card import render
-from core.publish.parity import MAX_IMAGES, Check, compare, parity_files, samples, why_bytes
-from core.publish.runtimes import LiteRTRuntime, OnnxRuntime, SavedModelRuntime, batched
-from core.util.errors import UserError
+from core.publish.formats import scoring, write_examples, write_litert, write_onnx, write_savedmodel, write_steps
+from core.publish.parity import MAX_IMAGES, Check, compare, held_out_labels, parity_files, samples, scores, why_bytes
+from core.publish.runtimes import SavedModelRuntime, all_threads, batched, open_runtime
 from core.util.files import package_versions, sha256_of
 from core.workspace import access, runs
 
@@ -53,8 +77,8 @@ PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "onnx", "onnxruntime", "tf
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-class ExportError(UserError):
-    """An export that cannot be made: where to write, which run, which format."""
+# ExportError lives in core.publish.bundles (no TensorFlow), the writers in core.publish.formats
+__all__ = ["Bundle", "ExportError", "export_run", "write_litert", "write_onnx", "write_savedmodel"]
 
 
 @dataclass
@@ -63,76 +87,11 @@ class Bundle:
     checks: list[Check]
     files: dict[str, int]  # file name (relative) -> bytes on disk
     images_from: str  # where the parity images came from, in words
+    deployment: dict | None = None  # the deployment report (report.json, core.publish.report)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
-
-
-# ---------------------------------------------------------------------------------------------- the exports
-
-
-def _outputs(probs: tf.Tensor, classes: tf.Tensor, threshold: float) -> dict[str, tf.Tensor]:
-    order = tf.argsort(probs, axis=-1, direction="DESCENDING", stable=True)
-    scores = tf.gather(probs, order, batch_dims=1)
-    names = tf.gather(classes, order)
-    return {
-        "label": names[:, 0],  # the most likely class
-        "confidence": scores[:, 0],
-        "sure": scores[:, 0] >= threshold,  # False: the app says "not sure" (below the run's threshold)
-        "classes": names,  # every class, most likely first
-        "scores": scores,
-        "probabilities": probs,  # in labels.txt order
-    }
-
-
-def write_savedmodel(run: Run, path: Path) -> None:
-    """A SavedModel for TensorFlow Serving with three signatures (bytes, pixels of any size, the square input)."""
-    size, resize = run.config.image_size, run.config.resize
-    model = run.model
-    classes = tf.constant(run.classes)
-    threshold = float(calibration.threshold_of(run.path) or 0.0)
-
-    def from_square(square):
-        return _outputs(model(square, training=False), classes, threshold)
-
-    def from_pixels(pixels):
-        return from_square(geometry.square(pixels, size, resize))
-
-    def from_bytes(encoded):
-        squares = tf.map_fn(
-            lambda data: geometry.square(geometry.decode(data, size), size, resize),
-            encoded,
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
-        )
-        return from_square(squares)
-
-    # No archive.track(model): the endpoints track the variables they use, and track() would store every weight a
-    # second time (keras-team/keras#23553: twice the size on disk and in TensorFlow Serving's memory).
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint("serving_default", from_bytes, [tf.TensorSpec([None], tf.string, name="images")])
-    archive.add_endpoint("pixels", from_pixels, [tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
-    archive.add_endpoint("square", from_square, [tf.TensorSpec([None, size, size, 3], tf.uint8, name="square")])
-    archive.write_out(str(path), verbose=False)
-
-
-def write_litert(run: Run, path: Path, int8: bool = False) -> None:
-    kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]} if int8 else {}  # dynamic range: int8 weights
-    run.model.export(str(path), format="litert", verbose=False, **kwargs)
-
-
-def write_onnx(run: Run, path: Path) -> None:
-    import onnx
-
-    run.model.export(str(path), format="onnx", verbose=False)
-    proto = onnx.load(str(path))
-    for key, value in {
-        "labels": json.dumps(run.classes),
-        "preprocessing": "core.imaging.spec.preprocessing_spec",
-    }.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
 
 
 # ---------------------------------------------------------------------------------------------- the bundle
@@ -155,70 +114,64 @@ def _bundle_dir(out_dir: str | os.PathLike, run_id: str) -> Path:
 def export_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    formats: Sequence[str] | None = FORMATS,
+    formats: Sequence[str] | str | None = FORMATS,
     int8: bool = False,
     limit: int = MAX_IMAGES,
     progress: Progress | None = None,
     user: str = access.GUEST,
 ) -> Bundle:
-    """Export a saved run into ``out_dir/<run-id>/`` and check every export against the app.
+    """Export a saved run into ``out_dir/<run-id>/``, check every export against the app, and measure each one for
+    the deployment report (``core.publish.report``).
 
-    An export replaces the run's earlier one, so only the run's owner or an admin may (core.workspace.access); the
-    bundle records who made it.
+    ``formats``: names of ``FORMATS`` or their earlier names (``savedmodel``); ``int8``: also ``litert-int8``
+    when ``litert`` is chosen (the option of before). An export replaces the run's earlier one, so only the run's
+    owner or an admin may (core.workspace.access); the bundle records who made it. Progress: ``reading``, then
+    ``exporting <format>`` and ``timing <format>`` (the format's place among them), then ``writing the bundle``.
 
     Raises:
         NotAllowed: ``user`` may not change the run.
         ExportError / UserError: an unknown format, a folder that cannot be written, a run that is not a run or
-            whose model cannot be loaded.
+            whose model cannot be loaded, an int8 export with no image of the run left to calibrate on.
 
     Long: one staging folder from the first format to the bundle's rename, with the progress and stop checks
     between formats; each format is a call already.
     """
-    formats = FORMATS if formats is None else tuple(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"Unknown export format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    formats = parse_formats(formats)
+    if int8 and "litert" in formats:
+        formats = parse_formats([*formats, "litert-int8"])
     progress = progress or (lambda stage, done, total: None)
     info = runs.read_run(run_dir)  # UserError for a missing or damaged run
     access.check(user, info.owner, f"export the run {info.id}")
     run = load_run(run_dir)
     target = _bundle_dir(out_dir, run.path.name)
-    size = run.config.image_size
     work = Path(tempfile.mkdtemp(prefix=f".{run.path.name}-", dir=target.parent))
     try:
         progress("reading", 0, 1)
         files, images_from = parity_files(run, limit)
         checked, skipped = samples(run, files)
-        names = [s.name for s in checked]
         squares = np.stack([s.square for s in checked])
-        app = run.probabilities(squares)  # the app's own answers: the same model, the same preprocessing
+        app, app_scores, _ = run.outputs(squares)  # the app's own answers: the same model and preprocessing
+        scored, labels, scored_on = _scored(run, checked)
         progress("reading", 1, 1)
         checks: list[Check] = []
-        steps = [("savedmodel", False)] * ("savedmodel" in formats) + [("litert", False)] * ("litert" in formats)
-        steps += [("litert", True)] * ("litert" in formats and int8) + [("onnx", False)] * ("onnx" in formats)
-        for n, (fmt, quantised) in enumerate(steps):
-            label = "litert-int8" if quantised else fmt
-            progress(f"exporting {label}", n, len(steps))
-            if fmt == "savedmodel":
-                write_savedmodel(run, work / "savedmodel")
-                rt = SavedModelRuntime(work / "savedmodel")
-                pixels = np.stack([rt.from_pixels(s.pixels) for s in checked])
-                checks.append(compare("savedmodel", "decoded pixels", names, app, pixels, run.classes, PIXELS_TARGET))
-                encoded = rt.from_bytes([s.data for s in checked])
-                checks.append(compare("savedmodel", "encoded bytes", names, app, encoded, run.classes, BYTES_TARGET,
-                                      lambda i: why_bytes(checked[i], size)))  # fmt: skip
-            elif fmt == "litert":
-                path = work / ("model_int8.tflite" if quantised else "model.tflite")
-                write_litert(run, path, int8=quantised)
-                got = batched(LiteRTRuntime(path), squares)
-                checks.append(compare(label, "square uint8", names, app, got, run.classes,
-                                      None if quantised else PIXELS_TARGET))  # fmt: skip
-            else:
-                write_onnx(run, work / "model.onnx")
-                got = batched(OnnxRuntime(work / "model.onnx"), squares)
-                checks.append(compare("onnx", "square uint8", names, app, got, run.classes, PIXELS_TARGET))
+        rows, representative, calibration_images = [], None, None
+        for n, fmt in enumerate(formats):
+            progress(f"exporting {fmt}", n, len(formats))
+            if fmt == "litert-int8":
+                calibration_images, representative = measure.representative(run)
+            path = work / FILES[fmt]
+            _write(fmt, run, path, calibration_images)
+            (got, got_scores), given = _check(fmt, path, run, checked, squares, (app, app_scores), checks)
+            progress(f"timing {fmt}", n, len(formats))
+            latency = measure.latency(fmt, path, squares[:1])
+            flags = _flags(run, got_scores, app_scores, scored)
+            rows.append(report.format_row(fmt, FILES[fmt], _bytes(path), given, got[scored], app[scored], labels,
+                                          run.classes, latency, flags))  # fmt: skip
+        deployment = report.deployment(run.path.name, run.classes, rows,
+                                       report.scores(app[scored], labels, run.classes), scored_on, representative,
+                                       all_threads(), _none_of_these(run, app_scores, scored))  # fmt: skip
         progress("writing the bundle", 0, 1)
-        _write_bundle(run, work, checks, images_from, skipped, formats, int8, user)
+        _write_bundle(run, work, checks, images_from, skipped, formats, user, deployment)
         if target.exists():
             shutil.rmtree(target)  # an earlier export of this run (its marker was checked)
         os.replace(work, target)
@@ -227,100 +180,113 @@ def export_run(
         shutil.rmtree(work, ignore_errors=True)
         raise
     sizes = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*")) if p.is_file()}
-    return Bundle(target, checks, sizes, images_from)
+    return Bundle(target, checks, sizes, images_from, deployment)
+
+
+def _write(fmt: str, run: Run, path: Path, calibration_images: np.ndarray | None) -> None:
+    if fmt == "saved_model":
+        write_savedmodel(run, path)
+    elif fmt == "onnx":
+        write_onnx(run, path)
+    else:
+        weights = {"litert": "float32", "litert-fp16": "float16", "litert-int8": "int8"}[fmt]
+        write_litert(run, path, weights, calibration_images)
+
+
+def _check(fmt: str, path: Path, run: Run, checked: list, squares: np.ndarray, app: tuple,
+           checks: list[Check]) -> tuple[tuple, str]:  # fmt: skip
+    """Run the export in its runtime on the parity images, append its checks (probabilities, then "none of these"
+    for a run that can say it: ``app`` holds the app's probabilities and scores); the export's probabilities and
+    scores as deployed (the SavedModel: from the encoded files) and what it was given."""
+    names, (probs, app_scores) = [s.name for s in checked], app
+    threshold = run.ood.threshold if app_scores is not None else 0.0
+
+    def check(given, got, target, score_target, why=None) -> None:
+        row = compare(fmt, given, names, probs, got[0], run.classes, target, why)
+        checks.append(scores(row, names, app_scores, got[1], threshold, score_target, why))
+
+    if fmt != "saved_model":
+        got = batched(open_runtime(fmt, path), squares)
+        reported = fmt in ("litert-fp16", "litert-int8")  # reported only
+        check("square uint8", got, None if reported else PIXELS_TARGET, None if reported else SCORE_PIXELS_TARGET)
+        return got, "square uint8"
+    rt = SavedModelRuntime(path)
+    check("decoded pixels", rt.from_pixels([s.pixels for s in checked]), PIXELS_TARGET, SCORE_PIXELS_TARGET)
+    encoded = rt.from_bytes([s.data for s in checked])
+    check(
+        "encoded bytes",
+        encoded,
+        BYTES_TARGET,
+        SCORE_BYTES_TARGET,
+        lambda i: why_bytes(checked[i], run.config.image_size),
+    )
+    return encoded, "encoded bytes"
+
+
+def _flags(run: Run, got: np.ndarray | None, app: np.ndarray | None, index: np.ndarray) -> tuple | None:
+    """(the export's flags or None, the app's) on the report's images; None for a run that cannot say."""
+    if app is None:
+        return None
+    return (None if got is None else run.ood.flags(got[index])), run.ood.flags(app[index])
+
+
+def _none_of_these(run: Run, app: np.ndarray | None, index: np.ndarray) -> dict | None:
+    """What the reports say of the run's "none of these": its threshold and rate, the app's share flagged."""
+    if app is None:
+        return None
+    state = run.ood
+    flagged = float(np.mean(state.flags(app[index]))) if len(index) else None
+    return {"method": state.method, "threshold": float(state.threshold), "rate": state.rate, "flagged": flagged}
+
+
+def _scored(run: Run, checked: list) -> tuple[np.ndarray, np.ndarray, str]:
+    """Which parity images the deployment report scores (the run's labelled held-out images), their classes, and
+    the images in words; with none on this server, agreement alone, on the made images."""
+    known, part = held_out_labels(run)
+    index = [i for i, s in enumerate(checked) if s.name in known]
+    if index:
+        labels = np.array([known[checked[i].name] for i in index], dtype=np.int64)
+        return np.array(index, dtype=np.int64), labels, f"{len(index)} {part} images"
+    words = (f"{len(checked)} made images of odd sizes, agreement only (the run's {part} images are no longer on "
+             "this server: no accuracy)")  # fmt: skip
+    return np.arange(len(checked)), np.zeros(0, np.int64), words
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _write_bundle(run: Run, work: Path, checks: list[Check], images_from: str, skipped: list[str],
-                  formats: Sequence[str], int8: bool, user: str) -> None:  # fmt: skip
+                  formats: Sequence[str], user: str, deployment: dict) -> None:  # fmt: skip
     shutil.copy2(run.path / "model.keras", work / "model.keras")
     (work / "labels.txt").write_text("".join(f"{c}\n" for c in run.classes))
-    threshold = calibration.threshold_of(run.path)
-    spec = preprocessing.preprocessing_spec(run.config.image_size, run.config.resize)
-    spec["where"] = {
-        "savedmodel": "serving_default: every step, from the encoded bytes (TensorFlow's decoder, made to give "
-        "Pillow's pixels; JPEG EXIF orientation applied; WebP and TIFF are not read); pixels: from the geometry on; "
-        "square: the model alone",
-        "litert": "the model alone: give it the square uint8 image (geometry done by the caller)",
-        "onnx": "the model alone: give it the square uint8 image (geometry done by the caller)",
-        "keras": "model.keras: the model alone, as trained (load with keras.saving.load_model, safe_mode on)",
-    }
-    spec["not_sure_threshold"] = threshold
-    runs.write_json(work / "preprocessing.json", spec)
-    report = {
+    write_steps(run, work)  # preprocessing.json (and none_of_these.json)
+    targets = {"decoded pixels": PIXELS_TARGET, "encoded bytes": BYTES_TARGET, "top1_agreement": 1.0}
+    if scoring(run) is not None:  # relative score differences (core.publish.parity.scores)
+        targets |= {"score, decoded pixels": SCORE_PIXELS_TARGET, "score, encoded bytes": SCORE_BYTES_TARGET,
+                    "none_of_these_agreement": 1.0}  # fmt: skip
+    parity_report = {
         "run": run.path.name,
         "classes": run.classes,
         "images": images_from,
         "skipped": skipped,
-        "targets": {"decoded pixels": PIXELS_TARGET, "encoded bytes": BYTES_TARGET, "top1_agreement": 1.0},
+        "none_of_these": deployment.get("none_of_these"),
+        "targets": targets,
         "passed": all(c.passed for c in checks),
         "checks": [c.to_dict() for c in checks],
     }
-    runs.write_json(work / "parity.json", report)
-    (work / "PARITY.md").write_text(parity_markdown(report))
+    runs.write_json(work / "parity.json", parity_report)
+    (work / "PARITY.md").write_text(parity_markdown(parity_report))
     rows = [{"format": c.format, "input": c.input, "images": c.images, "top1_agreement": c.top1_agreement,
-             "max_abs_diff": c.max_abs_diff, "passed": c.passed} for c in checks]  # fmt: skip
-    render.write(run.path, work, parity=rows)
-    _write_examples(run, work / "examples", formats, int8)
+             "max_abs_diff": c.max_abs_diff, "none_of_these_agreement": c.none_of_these_agreement,
+             "max_score_diff": c.max_score_diff, "passed": c.passed} for c in checks]  # fmt: skip
+    runs.write_json(work / report.FILE, deployment)
+    (work / report.MARKDOWN).write_text(report.report_markdown(deployment))
+    render.write(run.path, work, parity=rows, deployment=deployment)
+    write_examples(run, work / "examples", formats)
     digests = {str(p.relative_to(work)): sha256_of(p) for p in sorted(work.rglob("*")) if p.is_file()}
     versions = {k: v for k, v in package_versions(PACKAGES).items() if v}
     runs.write_json(work / BUNDLE_MARKER, {
         "format": "vgg16-classifier-export", "run": run.path.name, "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": versions, "sha256": digests, "passed": report["passed"], "by": user,
+        "versions": versions, "sha256": digests, "passed": parity_report["passed"], "by": user,
     })  # fmt: skip
-
-
-def _write_examples(run: Run, folder: Path, formats: Sequence[str], int8: bool) -> None:
-    folder.mkdir()
-    size = run.config.image_size
-    step = {
-        "crop": f"ImageOps.fit(im, ({size}, {size}), Image.Resampling.BILINEAR)",
-        "pad": f"ImageOps.pad(im, ({size}, {size}), Image.Resampling.BILINEAR, color={preprocessing.PAD_COLOR})",
-        "stretch": f"im.resize(({size}, {size}), Image.Resampling.BILINEAR)",
-    }[run.config.resize]
-    square = (
-        "import numpy as np\nfrom PIL import Image, ImageOps\n\n"
-        f"# The model's input: {size} x {size} uint8 RGB after the run's '{run.config.resize}' (preprocessing.json).\n"
-        "# Pillow's antialiased bilinear comes within a level or two of the app's resize (tf.image.resize);\n"
-        "# for the app's exact pixels, use the SavedModel's 'pixels' signature or core.model.geometry.square.\n"
-        "im = ImageOps.exif_transpose(Image.open('photo.jpg')).convert('RGB')\n"
-        f"image = np.asarray({step}, dtype=np.uint8)[None]\n"
-        "labels = open('labels.txt').read().splitlines()\n"
-    )
-    if "savedmodel" in formats:
-        (folder / "savedmodel.py").write_text(
-            "import tensorflow as tf\n\n"
-            "model = tf.saved_model.load('savedmodel')\n"
-            "out = model.signatures['serving_default'](images=tf.constant([open('photo.jpg', 'rb').read()]))\n"
-            "print(out['label'][0].numpy().decode(), float(out['confidence'][0]), bool(out['sure'][0]))\n"
-        )
-        (folder / "tensorflow_serving.md").write_text(
-            "# Serve with TensorFlow Serving\n\n"
-            "```sh\n"
-            "mkdir -p serving/classifier && cp -r savedmodel serving/classifier/1\n"
-            'docker run -p 8501:8501 -v "$PWD/serving/classifier:/models/classifier" '
-            "-e MODEL_NAME=classifier tensorflow/serving\n"
-            "# encoded bytes go base64-encoded under the key b64\n"
-            'curl -s localhost:8501/v1/models/classifier:predict -d "{\\"instances\\": '
-            '[{\\"b64\\": \\"$(base64 -w0 photo.jpg)\\"}]}"\n'
-            "```\n\n"
-            'The answer holds `label`, `confidence`, `sure` (false: below the run\'s "not sure" threshold), '
-            "`classes` and `scores` (most likely first) and `probabilities` (in `labels.txt` order).\n"
-        )
-    if "litert" in formats:
-        names = ["model.tflite"] + ["model_int8.tflite"] * int8
-        (folder / "litert.py").write_text(
-            square + "from ai_edge_litert.interpreter import Interpreter\n\n"
-            f"interpreter = Interpreter(model_path='{names[0]}')\n"
-            "interpreter.allocate_tensors()\n"
-            "interpreter.set_tensor(interpreter.get_input_details()[0]['index'], image)\n"
-            "interpreter.invoke()\n"
-            "probs = interpreter.get_tensor(interpreter.get_output_details()[0]['index'])[0]\n"
-            "print(labels[probs.argmax()], float(probs.max()))\n"
-        )
-    if "onnx" in formats:
-        (folder / "onnx.py").write_text(
-            square + "import onnxruntime\n\n"
-            "session = onnxruntime.InferenceSession('model.onnx')\n"
-            "probs = session.run(None, {session.get_inputs()[0].name: image})[0][0]\n"
-            "print(labels[probs.argmax()], float(probs.max()))\n"
-        )

@@ -61,10 +61,15 @@ class Plan:
         return self.prefix is not None
 
 
+def _stochastic(layer) -> bool:
+    # a Dropout at rate 0 (core.model.build turns stochastic depth off in frozen backbones) is the identity
+    return isinstance(layer, _STOCHASTIC) and getattr(layer, "rate", 1.0) != 0
+
+
 def layer_facts(model: keras.Model) -> list[Layer]:
     """What ``core.train.phases.decide`` needs of each layer of a built model."""
     return [
-        Layer(layer.name, bool(layer.weights), bool(layer.trainable and layer.weights), isinstance(layer, _STOCHASTIC))
+        Layer(layer.name, bool(layer.weights), bool(layer.trainable and layer.weights), _stochastic(layer))
         for layer in model.layers
     ]
 
@@ -81,6 +86,8 @@ def plan_training(model: keras.Model, augment: bool = False) -> Plan:
     cut, layers_ = d.cut, model.layers
     if not d.cached:
         return Plan(model, cut, None, None, d.reason)
+    if not model.name.startswith("vgg16"):
+        return _split_graph(model, cut, d.reason)
     # The model is a chain, so calling its own layers again on new inputs builds the two halves with shared
     # weights (VGG16's layers also belong to the keras.applications graph, so `layer.output` is not ours).
     prefix_input = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name="image")
@@ -96,16 +103,32 @@ def plan_training(model: keras.Model, augment: bool = False) -> Plan:
     return Plan(model, cut, prefix, tail, d.reason)
 
 
+def _split_graph(model: keras.Model, cut: int, reason: str) -> Plan:
+    """Prefix and tail of a backbone that is a graph, not a chain (residual blocks): cut at the input of the first
+    layer that trains, which at a block's start is the one tensor the block takes. Where more than one tensor
+    crosses the cut, Keras cannot make a tail that starts from one, and training goes end to end."""
+    crossing = model.layers[cut].input
+    try:
+        tail = keras.Model(crossing, model.outputs[0], name="trainable_tail")
+    except ValueError:
+        return Plan(model, cut, None, None, "Training end to end: the first layer that trains is not where a block "
+                    "starts, so no single frozen output can be computed once.")  # fmt: skip
+    prefix = keras.Model(model.inputs[0], crossing, name="frozen_prefix")
+    return Plan(model, cut, prefix, tail, reason)
+
+
 def _prefix_identity(plan: Plan, config: TrainConfig) -> str:
     """Everything that decides a prefix output besides the image: its weights, size, resize, precision."""
     h = hashlib.blake2b(digest_size=16)
     for w in plan.prefix.weights:
         h.update(np.asarray(keras.ops.convert_to_numpy(w)).tobytes())
+    facts = {} if config.backbone == "vgg16" else {"backbone": config.backbone, "cut": plan.cut}
     return settings_digest(
         {
+            **facts,  # Keras numbers some layers of other backbones per process, so the cut's index names it
             "format": CACHE_FORMAT,
             "kind": "features",
-            "layer": plan.model.layers[plan.cut - 1].name,
+            "layer": plan.model.layers[plan.cut - 1].name if config.backbone == "vgg16" else "",
             "weights": h.hexdigest(),
             "image_size": config.image_size,
             "resize": config.resize,

@@ -119,7 +119,8 @@ def lr_find(
     y = keras.utils.to_categorical([dataset.items[i].label for i in train_idx], len(dataset.classes))
 
     model = build_model(config, len(dataset.classes))
-    freeze(model, phases(config)[0].unfreeze)
+    first = phases(config)[0]
+    freeze(model, first.unfreeze, first.blocks)
     plan = plan_training(model)
 
     def stage(name: str):

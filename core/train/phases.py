@@ -23,18 +23,22 @@ STOCHASTIC = ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
 @dataclass
 class Phase:
     number: int  # 1 or 2 in a two-phase run, 0 in a one-phase run
-    unfreeze: int
+    unfreeze: int  # vgg16: the last K layers train; other backbones: the head's layers
     epochs: int
     learning_rate: float
+    blocks: int = 0  # backbones other than vgg16: the last K blocks train with the head
 
 
 def phases(config: TrainConfig) -> list[Phase]:
     """One phase as configured, or the two-phase recipe: the head alone, then the last K layers at a lower rate."""
+    blocks = config.backbone != "vgg16"  # those unfreeze in blocks, the head always training
+    unfreeze, head = (HEAD_LAYERS[config.head] if blocks else config.unfreeze), HEAD_LAYERS[config.head]
+    last = config.unfreeze_blocks if blocks else 0
     if not config.two_phase:
-        return [Phase(0, config.unfreeze, config.epochs, config.learning_rate)]
+        return [Phase(0, unfreeze, config.epochs, config.learning_rate, last)]
     return [
-        Phase(1, HEAD_LAYERS[config.head], config.epochs, config.learning_rate),
-        Phase(2, config.unfreeze, config.fine_tune_epochs, config.learning_rate / config.fine_tune_lr_divisor),
+        Phase(1, head, config.epochs, config.learning_rate),
+        Phase(2, unfreeze, config.fine_tune_epochs, config.learning_rate / config.fine_tune_lr_divisor, last),
     ]
 
 

@@ -29,12 +29,13 @@ from core.model import backend  # noqa: F401  (quiet TensorFlow import, before k
 
 # isort: split
 import keras
+import numpy as np
 
 from core.config import TrainConfig
 from core.data.dataset import Dataset, split_dataset
 from core.data.duplicates import SplitCheck, check_split
-from core.model import calibration, distribute
-from core.model.build import build_model, compile_model, fold_temperature, freeze, resolve_precision
+from core.model import calibration, distribute, ood
+from core.model.build import as_float32, build_model, compile_model, fold_temperature, freeze, resolve_precision
 from core.train import record
 from core.train.augment import training_data
 from core.train.cache import ArrayCache
@@ -144,11 +145,16 @@ def _inputs(dataset: Dataset, config: TrainConfig, split, placement: distribute.
 def _plan_message(phase: Phase, reason: str, placement, config: TrainConfig, data: _Inputs) -> str:
     message = reason
     if phase.number:
-        what = "the head alone, every VGG16 layer frozen" if phase.number == 1 else f"the last {phase.unfreeze} layers"
+        what = (
+            "the head alone, every backbone layer frozen" if phase.number == 1
+            else f"the head and the last {phase.blocks} blocks" if config.backbone != "vgg16"
+            else f"the last {phase.unfreeze} layers"
+        )  # fmt: skip
         message = f"Phase {phase.number} of 2 ({what}, learning rate {phase.learning_rate:g}): {message}"
     if phase.number < 2 and placement.message:
         message += f" {placement.message}"
-    if phase.number < 2 and (speed := known_speed(config.image_size, config.precision)):
+    vgg = config.backbone == "vgg16"  # the time model counts VGG16's convolutions
+    if phase.number < 2 and vgg and (speed := known_speed(config.image_size, config.precision)):
         # The estimate covers the whole run (both phases), so it is said once, at the start.
         message += f" Estimated: {estimate(config, len(data.train_paths), len(data.val_paths), speed).text}."
     return message
@@ -204,6 +210,28 @@ def _fit(fit_model, phase: Phase, x_all, data: _Inputs, config: TrainConfig, rep
     return x_val
 
 
+def _none_of_these(fit_model, x_all, data: _Inputs, config: TrainConfig, classes: list[str]):
+    """(state, "") of "none of these" (core.model.ood), fitted on the training images' penultimate features and
+    thresholded on the validation images'; (None, why not) when the run cannot have it.
+
+    The features come from what was fitted, on the inputs still in memory: through the trainable tail alone from
+    the frozen prefix's features (no second pass through the frozen layers), else from the decoded images; in
+    float32, as the saved model answers.
+    """
+    if why := ood.why_not(config.none_of_these_rate, len(data.val_paths)):
+        return None, why
+    try:
+        features = as_float32(ood.features_model(fit_model))
+    except ValueError as exc:  # a model whose last layer is not "predictions"
+        return None, f"the model cannot be read for it ({exc})."
+    if why := ood.why_not(config.none_of_these_rate, len(data.val_paths), int(features.outputs[0].shape[-1])):
+        return None, why
+    f = np.asarray(features.predict(x_all, batch_size=data.val_batch, verbose=0), np.float32).reshape(len(x_all), -1)
+    n = len(data.train_paths)
+    y_train, y_val = data.y_train.argmax(axis=1), data.y_val.argmax(axis=1)
+    return ood.fit_run(f[:n], y_train, f[n:], y_val, classes, config.none_of_these_rate), ""
+
+
 def _train(
     dataset: Dataset,
     config: TrainConfig,
@@ -234,7 +262,7 @@ def _train(
     for phase in phases(config):
         if stop.is_set():
             break
-        freeze(model, phase.unfreeze)
+        freeze(model, phase.unfreeze, phase.blocks)
         plan = plan_training(model, augment=config.augmented)
         start_epoch = reporter.completed
         if listener:
@@ -256,6 +284,7 @@ def _train(
         fit_model = plan.tail if plan.cached else model
         t0 = time.monotonic()
         x_val = _fit(fit_model, phase, x_all, data, config, reporter, run_dir, again=bool(done))
+        x_fitted = x_all  # what fit_model was fitted on: the inputs its penultimate features come from
         seconds["fit"] += time.monotonic() - t0
         done.append({
             "phase": phase.number, "start_epoch": start_epoch + 1, "epochs_completed": reporter.completed - start_epoch,
@@ -274,12 +303,16 @@ def _train(
     if trust.temperature != 1.0:
         fold_temperature(model, trust.temperature)
     val_loss, val_acc = fit_model.evaluate(x_val, data.y_val, batch_size=data.val_batch, verbose=0)
+    unlike, unlike_reason = _none_of_these(fit_model, x_fitted, data, config, dataset.classes)
     metrics = record.metrics(
         config, dataset, model, placement.strategy, reporter.rows, reporter.completed, done, split, trust,
         val_loss=float(val_loss), val_accuracy=float(val_acc), seconds=time.time() - started, stats=stats,
         prepare_seconds=seconds["prepare"], fit_seconds=seconds["fit"], leaks=leaks, weights=data.weights,
     )  # fmt: skip
+    if unlike is not None:
+        metrics["none_of_these"] = unlike.summary()
     record_run_pace(config, metrics, status)  # later estimates learn from this run's measured pace
     calibration.save(run_dir, trust)  # before the run is saved, whose marker comes last
+    ood.save(run_dir, unlike, unlike_reason)
     record.save(run_dir, model, dataset, config, split, metrics, status, started, owner)
     return Result(run_dir=run_dir, status=status, metrics=metrics, history=reporter.rows)

@@ -154,7 +154,7 @@ def _extract(path: Path, dataset_id: str, name: str, owner: str, progress, limit
 def _keep_only_images(ds: Dataset) -> None:
     """Remove every extracted file that is not one of the dataset's images (the report still lists the skipped
     ones and why), so a zip padded with other files costs the server nothing."""
-    keep = {os.path.normpath(ds.root / it.path) for it in ds.items}
+    keep = {os.path.normpath(ds.root / path) for path in [*(it.path for it in ds.items), *ds.other]}
     for dirpath, _, filenames in os.walk(ds.root):
         for name in filenames:
             path = os.path.join(dirpath, name)
@@ -170,6 +170,7 @@ def _dataset_json(ds: Dataset, dataset_id: str) -> dict:
         "root": FILES,  # relative, so the workspace can move
         "classes": ds.classes,
         "items": [[it.path, it.label, it.split] for it in ds.items],  # lists, not dicts: a third of the size
+        "other": ds.other,  # the __other__ folder's images: no class, kept for checking "none of these"
         "report": ds.report.to_dict(),
     }
 
@@ -210,6 +211,7 @@ def open_dataset(
         report_fields = {f.name for f in fields(Report)}
         report = Report(**{k: v for k, v in data["report"].items() if k in report_fields})
         classes = [str(c) for c in data["classes"]]
+        other = [str(p) for p in data.get("other") or []]  # none in a dataset saved before they were kept
     except FileNotFoundError:
         raise unknown(dataset_id) from None  # deleted while being opened
     except (OSError, ValueError, KeyError, TypeError):
@@ -223,7 +225,7 @@ def open_dataset(
     classes, items, report = _at_version(at, classes, report)
     return Dataset(
         root=root, classes=classes, items=items, report=report, id=dataset_id, name=record["name"],
-        store=str(folder), version=at.number,
+        store=str(folder), version=at.number, other=other,
     )  # fmt: skip
 
 

@@ -195,6 +195,7 @@ class RunInfo:
             "classes": len(self.classes),
             "val_accuracy": self.val_accuracy,
             "epochs": self.epochs_completed,
+            "backbone": self.config.backbone,
             "head": self.config.head,
             "weights": self.config.weights if self.config.weights in ("imagenet", "none") else "file",
             "image_size": self.config.image_size,

@@ -312,8 +312,9 @@ def test_the_form_s_bounds_are_the_ones_validate_checks(tmp_path):
     at.radio(key="cfg_weights").set_value("none")
     at.toggle(key="cfg_two_phase").set_value(True).run()
     seen = set()
-    for optimizer in ("sgd", "adamw"):
-        at.selectbox(key="cfg_optimizer").set_value(optimizer).run()
+    for optimizer, backbone in (("sgd", "vgg16"), ("adamw", "vgg16"), ("sgd", "resnet50")):
+        at.selectbox(key="cfg_optimizer").set_value(optimizer)
+        at.selectbox(key="cfg_backbone").set_value(backbone).run()
         assert_clean(at)
         for w in [*at.slider, *at.number_input]:
             name = w.key.removeprefix("cfg_")
@@ -321,7 +322,7 @@ def test_the_form_s_bounds_are_the_ones_validate_checks(tmp_path):
             meta = fields[name]
             low = 1 if name == "fine_tune_epochs" else meta["min"]  # the switch on: phase 2 has at least 1 epoch
             assert w.min == low, name
-            if name != "unfreeze":  # the model's depth
+            if name not in ("unfreeze", "unfreeze_blocks"):  # the model's depth
                 assert w.max == meta["max"], name
             seen.add(name)
     bounded = {n for n, m in fields.items() if m["min"] is not None}

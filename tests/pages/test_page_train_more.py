@@ -271,3 +271,39 @@ def test_an_imbalanced_dataset_gets_class_weights_suggested_until_they_are_chose
 
     even = open_app("pages/train.py", dataset=load(tmp_path).id)  # 10 and 10: nothing to suggest
     assert not [m for m in texts(even.info) if "balanced class weights" in m]
+
+
+def test_another_backbone_unfreezes_in_blocks_offers_no_vgg_fc_and_reaches_the_job(
+    tmp_path, monkeypatch, fast_training
+):
+    import streamlit as st
+
+    import core.model.vgg16
+    from core.jobs.registry import registry
+    from core.model import backbones
+
+    at = open_app("pages/train.py", dataset=load(tmp_path).id)
+    assert at.selectbox(key="cfg_backbone").value == "vgg16"  # the tutorial's, and the form's first choice
+    at.selectbox(key="cfg_head").set_value("vgg-fc").run()
+    monkeypatch.setattr(core.model.vgg16, "reachable", lambda *args, **kwargs: False)
+    st.cache_data.clear()
+    at.selectbox(key="cfg_backbone").set_value("mobilenet_v3_small").run()
+    assert_clean(at)
+    assert at.selectbox(key="cfg_head").value == "gap"  # vgg-fc is VGG16's own layers
+    assert "vgg-fc" not in at.selectbox(key="cfg_head").options
+    assert not [s for s in at.slider if s.key == "cfg_unfreeze"]
+    blocks = at.slider(key="cfg_unfreeze_blocks")
+    assert blocks.value == 0 and blocks.max == backbones.block_count("mobilenet_v3_small")
+    assert "MobileNetV3 Small could not be downloaded" in at.error[0].value
+    blocks.set_value(2).run()
+    table = next(df.value for df in at.dataframe if "block" in df.value.columns)
+    assert list(table.loc[table.trainable, "block"]) == backbones.unfrozen_blocks("mobilenet_v3_small", 2)
+    at.radio(key="cfg_weights").set_value("none")
+    at.slider(key="cfg_image_size").set_value(32)
+    at.run()
+    assert not at.error, texts(at.error)
+    assert any("No time estimate for mobilenet_v3_small" in c for c in texts(at.caption))
+    button(at, "Start training").click().run()
+    assert_clean(at)
+    job = registry().get(at.query_params["job"])
+    assert (job.config.backbone, job.config.unfreeze_blocks, job.config.head) == ("mobilenet_v3_small", 2, "gap")

@@ -18,6 +18,7 @@ from core.config import IMBALANCED, TrainConfig
 from core.evaluate.evaluation import load_evaluation
 from core.imaging.spec import preprocessing_spec
 from core.model import calibration
+from core.publish.card.recipe import settings_rows
 from core.util import names
 from core.util.errors import UserError
 from core.util.files import package_versions, sha256_of
@@ -34,19 +35,10 @@ MIN_VAL_IMAGES = calibration.MIN_IMAGES  # below it there is no calibration, and
 MAX_TABLE_CLASSES = 12  # the confusion matrix as a Markdown table up to this many classes; wider is unreadable
 SPLIT_FOLDERS = {"train", "val", "valid", "validation", "test"}  # a "split" dataset's top folders (core.data.dataset)
 NOT_RECORDED = "–"
-
-HEADS = {
-    "small-fc": "small-fc: Flatten, Dense 256, Dropout, Dense 256, Dropout, softmax",
-    "gap": "gap: global average pooling, Dropout, softmax",
-    "vgg-fc": "vgg-fc: VGG16's own fully connected layers, new last layer",
-}
-RESIZES = {
-    "crop": "centre crop (the largest centred square)",
-    "pad": "pad (the whole image, bordered to a square)",
-    "stretch": "stretch (both sides scaled; the aspect ratio is not kept)",
-}
-OPTIMIZERS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta", "adam": "Adam",
-              "adamw": "AdamW"}  # fmt: skip
+NONE_OF_THESE_FILE = "none_of_these.json"  # core.model.ood's record (read here as json: no TensorFlow)
+METHODS = {"mahalanobis-tied-ledoit-wolf": "the smallest squared Mahalanobis distance of the image's penultimate "
+           "features (the input of the last layer) to a class mean, with one covariance shared by every class and "
+           "shrunk by the Ledoit-Wolf rule (Lee et al. 2018)"}  # fmt: skip
 
 
 class CardError(UserError):
@@ -94,7 +86,7 @@ def facts(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     Keys: ``run``, ``title``, ``purpose``, ``dataset``, ``training`` (rows of setting/label/value/text),
     ``metrics``, ``evaluation`` (None before one), ``calibration`` (None for a run saved before it existed),
-    ``limits`` (rows of key/text, only those that apply), ``preprocessing``
+    ``none_of_these`` (``none_of_these``), ``limits`` (rows of key/text, only those that apply), ``preprocessing``
     (``core.imaging.spec.preprocessing_spec``),
     ``versions`` and ``model`` (file, bytes, sha256, the Keras version it was saved with).
     Raises ``CardError`` (a ``UserError``) for a folder that is no run or whose files are damaged.
@@ -132,16 +124,37 @@ def facts(run_dir: str | os.PathLike) -> dict[str, Any]:
         "title": info.dataset or info.id,
         "purpose": purpose(path),
         "dataset": dataset,
-        "training": _settings(config, metrics, dataset),
+        "training": settings_rows(config, metrics, dataset),
         "metrics": _metrics(config, metrics),
         "evaluation": evaluation,
         "calibration": trust,
-        "preprocessing": preprocessing_spec(config.image_size, config.resize),
+        "none_of_these": none_of_these(path),
+        "preprocessing": preprocessing_spec(config.image_size, config.resize, config.backbone),
         "versions": package_versions(PACKAGES),
         "model": _model_file(path / "model.keras"),
     }
     result["limits"] = _limits(info.status, config, result)
     return result
+
+
+def none_of_these(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the run's "none of these" is (core.model.ood's none_of_these.json, read without TensorFlow):
+    ``available``; when it is, ``method`` (its name and ``words``), ``rate`` (the target false-alarm rate),
+    ``threshold``, ``validation_images`` and ``validation_flagged`` (the share of them above it); when not,
+    ``reason`` (a sentence) and the rest None."""
+    data = _optional(Path(run_dir) / NONE_OF_THESE_FILE, dict)
+    empty = dict.fromkeys(("method", "words", "rate", "threshold", "validation_images", "validation_flagged"))
+    if data is None:
+        return {"available": False, **empty, "reason": "the run was trained before “none of these” existed."}
+    if not data.get("fitted"):
+        return {"available": False, **empty, "reason": str(data.get("reason") or "it was not fitted.")}
+    try:
+        found = {"method": str(data["method"]), "rate": float(data["rate"]), "threshold": float(data["threshold"]),
+                 "validation_images": int(data["validation_images"]),
+                 "validation_flagged": float(data["validation_flagged"])}  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return {"available": False, **empty, "reason": f"its {NONE_OF_THESE_FILE} cannot be read."}
+    return {"available": True, **found, "words": METHODS.get(found["method"], found["method"]), "reason": ""}
 
 
 def _required(path: Path, name: str, kind: type) -> Any:
@@ -233,66 +246,6 @@ def _dataset(
         "skipped": len(report.get("skipped") or []),
         "counted_from": "split.json" if used is not None else "dataset.json",
     }
-
-
-def _settings(config: TrainConfig, metrics: dict, dataset: dict) -> list[dict[str, Any]]:
-    """The TrainConfig in words: rows of {setting, label (the form's own), value (as saved), text}."""
-    label = {f.name: f.metadata["label"] for f in TrainConfig.describe()}
-    c = config
-    if c.weights == "imagenet":
-        weights = "ImageNet (pretrained VGG16)"
-    elif c.weights == "none":
-        weights = "random (not pretrained)"
-    else:  # only the file's name: the server's folders are nobody's business
-        weights = f"a VGG16 weights file ({Path(str(c.weights)).name})"
-    optimizer = OPTIMIZERS.get(c.optimizer, c.optimizer)
-    if c.applies("momentum"):
-        optimizer += f", momentum {c.momentum:g}" + (", Nesterov" if c.nesterov else "")
-    if c.applies("weight_decay"):
-        optimizer += f", weight decay {c.weight_decay:g}"
-    rate = f"{c.learning_rate:g}" + (f", decaying by {c.decay:g} per step" if c.decay else "")
-    epochs = f"{c.epochs}"
-    if c.two_phase:
-        epochs += (
-            f" with only the head training, then {c.fine_tune_epochs} more with the last {c.unfreeze} layers "
-            f"unfrozen at the learning rate ÷ {c.fine_tune_lr_divisor:g}"
-        )
-    augmentation = [
-        f.metadata["label"] + ("" if isinstance(getattr(c, f.name), bool) else f" {getattr(c, f.name):g}")
-        for f in TrainConfig.describe("augmentation")
-        if getattr(c, f.name)
-    ]
-    if c.class_weight == "balanced":
-        given = metrics.get("class_weights") or {}
-        weights_used = ", ".join(f"{k} {v:g}" for k, v in given.items() if isinstance(v, int | float))
-        class_weight = "balanced: each class weighs as much as the others" + (
-            f" ({weights_used})" if weights_used else ""
-        )
-    else:
-        class_weight = "none: every image counts the same"
-    has_val_folder = any(r["val"] for r in dataset["classes"]) and dataset["layout"] == "split"
-    rows = [
-        ("weights", c.weights, weights),
-        ("head", c.head, HEADS.get(c.head, c.head)),
-        ("image_size", c.image_size, f"{c.image_size} × {c.image_size}"),
-        ("resize", c.resize, RESIZES.get(c.resize, c.resize)),
-        ("unfreeze", c.unfreeze, f"{c.unfreeze} (every layer before them stays frozen)"),
-        ("optimizer", c.optimizer, optimizer),
-        ("learning_rate", c.learning_rate, rate),
-        ("epochs", c.epochs, epochs),
-        ("batch_size", c.batch_size, str(c.batch_size)),
-        ("validation_split", c.validation_split,
-         "the dataset's own validation folder" if has_val_folder else f"{c.validation_split:.0%} of each class"),
-        ("augmentation", c.augmented, ", ".join(augmentation) if augmentation else "none"),
-        ("class_weight", c.class_weight, class_weight),
-        ("early_stopping", c.early_stopping,
-         f"after {c.early_stopping} epochs without a better validation loss" if c.early_stopping else "off"),
-        ("calibrate", c.calibrate, "yes" if c.calibrate else "no"),
-        ("seed", c.seed, str(c.seed)),
-    ]  # fmt: skip
-    if c.exclude:
-        rows.append(("exclude", len(c.exclude), f"{len(c.exclude)} images left out as suspected label errors"))
-    return [{"setting": k, "label": label.get(k, "Augmentation"), "value": v, "text": t} for k, v, t in rows]
 
 
 def _metrics(config: TrainConfig, metrics: dict) -> dict[str, Any]:

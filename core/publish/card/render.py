@@ -3,6 +3,7 @@
 markdown(run_dir)                    # the card as Markdown, referring to confusion_matrix.png
 html(run_dir)                        # one page, the matrix inline
 write(run_dir, "out/", parity=rows)  # MODEL_CARD.md, model_card.html, confusion_matrix.png
+write(run_dir, "out/", parity=rows, deployment=report)  # with an export's deployment report (core.publish.report)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from core.publish.card.facts import MAX_TABLE_CLASSES, NOT_RECORDED, PLACEHOLDER, facts, number, percent
 from core.publish.card.figures import confusion_png
+from core.publish.report import class_table, none_of_these_words
+from core.publish.report import table as deployment_table
 
 MARKDOWN_FILE, HTML_FILE, IMAGE_FILE = "MODEL_CARD.md", "model_card.html", "confusion_matrix.png"
 
@@ -35,7 +38,8 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int]) -> Block
     return ("table", header, rows, numeric)
 
 
-def _sections(f: dict[str, Any], parity: list[dict] | None, image: bool) -> list[tuple[str, list[Block]]]:
+def _sections(f: dict[str, Any], parity: list[dict] | None, image: bool,
+              deployment: dict | None = None) -> list[tuple[str, list[Block]]]:  # fmt: skip
     sections = [
         ("What it is for", [_p(f["purpose"] or PLACEHOLDER)]),
         ("Data", _data_blocks(f)),
@@ -46,6 +50,8 @@ def _sections(f: dict[str, Any], parity: list[dict] | None, image: bool) -> list
         sections.append(("Confusion matrix", _matrix_blocks(f["evaluation"], image)))
     if f["calibration"]:
         sections.append(("Trust in the probabilities", _trust_blocks(f["calibration"])))
+    if f.get("none_of_these"):
+        sections.append(("None of these", _none_of_these_blocks(f["none_of_these"])))
     limits = [x["text"] for x in f["limits"]] or ["None of the known limits applies to this run."]
     sections.append(("Known limits", [("ul", limits)]))
     # The steps are core.imaging.pillow' own description, only laid out here: the card never restates them.
@@ -56,6 +62,8 @@ def _sections(f: dict[str, Any], parity: list[dict] | None, image: bool) -> list
     sections.append(("Preprocessing", [_p("From an image file to the model's answer, step by step:"), ("ul", steps)]))
     if parity:
         sections.append(("Exports checked against the app", _parity_blocks(parity)))
+    if deployment:
+        sections.append(("Deployment", _deployment_blocks(deployment)))
     sections.append(("Reproducibility", [("kv", _about(f))]))
     return sections
 
@@ -155,9 +163,22 @@ def _trust_blocks(c: dict[str, Any]) -> list[Block]:
     return [_p(fitted), _p(threshold)]
 
 
+def _none_of_these_blocks(n: dict[str, Any]) -> list[Block]:
+    if not n["available"]:
+        return [_p(f"This run cannot answer “none of these”: {n['reason']}")]
+    return [
+        _p("An image unlike every class is answered “none of these”, whatever the probabilities say. The score: "
+           f"{n['words']}; above the threshold, “none of these”."),
+        ("kv", [("Target false-alarm rate", percent(n["rate"])), ("Threshold (score)", f"{n['threshold']:,.6g}"),
+                ("Validation images flagged",
+                 f"{percent(n['validation_flagged'])} of {_count(n['validation_images'])}")]),
+    ]  # fmt: skip
+
+
 def _parity_blocks(parity: list[dict]) -> list[Block]:
     # An export checked on decoded pixels and on encoded bytes has two rows: "input" then tells them apart.
     inputs = any("input" in r for r in parity)
+    scored = any(r.get("none_of_these_agreement") is not None for r in parity)
     rows = [
         [
             str(r.get("format", NOT_RECORDED)),
@@ -165,20 +186,40 @@ def _parity_blocks(parity: list[dict]) -> list[Block]:
             _count(r.get("images")),
             _share(r.get("top1_agreement")),
             _small(r.get("max_abs_diff")),
+            *([_share(r.get("none_of_these_agreement")), _small(r.get("max_score_diff"))] if scored else []),
             {True: "yes", False: "no"}.get(r.get("passed"), NOT_RECORDED),
         ]
         for r in parity
     ]
+    unlike = ["None-of-these agreement", "Largest score difference (relative)"] if scored else []
     header = ["Format", *(["Input"] if inputs else []), "Images", "Top-1 agreement",
-              "Largest probability difference", "Passed"]  # fmt: skip
+              "Largest probability difference", *unlike, "Passed"]  # fmt: skip
     first = 2 if inputs else 1
-    return [
-        _p(
-            "Each exported model classified the same images as the app's model: how often their top class agrees, "
-            "and the largest difference in any probability."
-        ),
-        _table(header, rows, {first, first + 1, first + 2}),
-    ]
+    words = ("Each exported model classified the same images as the app's model: how often their top class agrees, "
+             "and the largest difference in any probability")  # fmt: skip
+    if scored:
+        words += ("; how often it answers “none of these” exactly when the app does, and the largest difference in "
+                  "the score, relative to the larger of the threshold and the app's score")  # fmt: skip
+    return [_p(words + "."), _table(header, rows, set(range(first, first + 3 + 2 * scored)))]
+
+
+def _deployment_blocks(report: dict) -> list[Block]:
+    header, rows = deployment_table(report)
+    per_header, per_rows = class_table(report)
+    blocks = [
+        _p(f"Each export's size, its median time for one image on one thread and on every core, and how it does on "
+           f"{report['images']}: top-1 agreement with the app, accuracy, expected calibration error."),
+        _table(header, rows, set(range(1, len(header)))),
+        _p("Accuracy per class:"),
+        _table(per_header, per_rows, set(range(1, len(per_header)))),
+    ]  # fmt: skip
+    if report.get("representative"):
+        blocks.append(_p(f"litert-int8 (full-integer) was calibrated on {report['representative']}."))
+    if report.get("none_of_these"):
+        blocks.append(_p(none_of_these_words(report["none_of_these"])))
+    if report.get("warnings"):
+        blocks += [_p("Warnings:"), ("ul", list(report["warnings"]))]
+    return blocks
 
 
 def _about(f: dict[str, Any]) -> list[tuple[str, str]]:
@@ -210,7 +251,8 @@ def _subtitle(f: dict[str, Any]) -> str:
     by = f" by {run['owner']}" if run["owner"] else ""
     when = f" on {run['finished'][:10]}" if run["finished"] else ""
     status = " (stopped early)" if run["status"] == "stopped" else ""
-    return f"Run {run['id']}: a VGG16 image classifier trained{by}{when}{status}."
+    title = next((r["text"] for r in f.get("training", []) if r.get("setting") == "backbone"), "VGG16")
+    return f"Run {run['id']}: a {title} image classifier trained{by}{when}{status}."
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -230,12 +272,13 @@ def _md_cell(text: str) -> str:
     return _md(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(run_dir: str | os.PathLike, parity: list[dict] | None = None, image_name: str | None = IMAGE_FILE) -> str:
+def markdown(run_dir: str | os.PathLike, parity: list[dict] | None = None, image_name: str | None = IMAGE_FILE,
+             deployment: dict | None = None) -> str:  # fmt: skip
     """The card as Markdown. With ``image_name`` it shows the confusion matrix as that image file (``write`` puts it
     beside the card); with None, as a table of counts, so the text stands alone."""
     f = facts(run_dir)
     out = [f"# Model card: {_md(f['title'])}", "", _md(_subtitle(f)), ""]
-    for title, blocks in _sections(f, parity, image=image_name is not None):
+    for title, blocks in _sections(f, parity, image=image_name is not None, deployment=deployment):
         out += [f"## {title}", ""]
         for block in blocks:
             kind = block[0]
@@ -287,13 +330,13 @@ def _e(text: Any) -> str:
     return html_lib.escape(str(text), quote=True)
 
 
-def html(run_dir: str | os.PathLike, parity: list[dict] | None = None) -> str:
+def html(run_dir: str | os.PathLike, parity: list[dict] | None = None, deployment: dict | None = None) -> str:
     """The card as one self-contained, printable HTML page: inline CSS, the confusion matrix as a data: URI,
     every text escaped (the purpose is what a user typed)."""
     f = facts(run_dir)
     png = confusion_png(run_dir)
     body = [f"<header><h1>Model card: {_e(f['title'])}</h1>", f'<p class="subtitle">{_e(_subtitle(f))}</p></header>']
-    for number_, (title, blocks) in enumerate(_sections(f, parity, image=png is not None)):
+    for number_, (title, blocks) in enumerate(_sections(f, parity, image=png is not None, deployment=deployment)):
         body.append(f"<section><h2>{_e(title)}</h2>")
         for block in blocks:
             kind = block[0]
@@ -330,15 +373,16 @@ def html(run_dir: str | os.PathLike, parity: list[dict] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def write(run_dir: str | os.PathLike, out_dir: str | os.PathLike, parity: list[dict] | None = None) -> list[Path]:
+def write(run_dir: str | os.PathLike, out_dir: str | os.PathLike, parity: list[dict] | None = None,
+          deployment: dict | None = None) -> list[Path]:  # fmt: skip
     """Write MODEL_CARD.md, model_card.html and (after an evaluation) confusion_matrix.png into ``out_dir``;
     return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = confusion_png(run_dir)
     written = [out / MARKDOWN_FILE, out / HTML_FILE]
-    written[0].write_text(markdown(run_dir, parity, IMAGE_FILE), encoding="utf-8")
-    written[1].write_text(html(run_dir, parity), encoding="utf-8")
+    written[0].write_text(markdown(run_dir, parity, IMAGE_FILE, deployment), encoding="utf-8")
+    written[1].write_text(html(run_dir, parity, deployment), encoding="utf-8")
     if png:
         (out / IMAGE_FILE).write_bytes(png)
         written.append(out / IMAGE_FILE)

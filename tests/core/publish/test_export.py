@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+FIVE = "saved_model,litert,litert-fp16,litert-int8,onnx"
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,7 @@ def bundle(trained_run, tmp_path_factory):
     """Every format of the module's run, exported once (ONNX conversion alone takes most of a minute)."""
     from core.publish.export import export_run
 
-    return export_run(trained_run, tmp_path_factory.mktemp("exports"), int8=True)
+    return export_run(trained_run, tmp_path_factory.mktemp("exports"), formats=FIVE)
 
 
 def photo(w: int, h: int, fmt: str = "PNG", mode: str = "RGB", seed: int = 0) -> bytes:
@@ -35,15 +38,15 @@ def test_every_format_agrees_with_the_app_on_the_runs_validation_images(bundle, 
     report = json.loads((bundle.path / "parity.json").read_text())
     checks = {(c["format"], c["input"]): c for c in report["checks"]}
     assert set(checks) == {
-        ("savedmodel", "decoded pixels"), ("savedmodel", "encoded bytes"), ("litert", "square uint8"),
-        ("litert-int8", "square uint8"), ("onnx", "square uint8"),
+        ("saved_model", "decoded pixels"), ("saved_model", "encoded bytes"), ("litert", "square uint8"),
+        ("litert-fp16", "square uint8"), ("litert-int8", "square uint8"), ("onnx", "square uint8"),
     }  # fmt: skip
     split = json.loads((trained_run / "split.json").read_text())
     assert "validation images" in report["images"] and all(
         c["images"] == len(split["val"]) + 9 for c in checks.values()
     )
     for key, c in checks.items():
-        if key[0] == "litert-int8":
+        if key[0] in ("litert-fp16", "litert-int8"):
             assert c["target"] is None and c["passed"]  # reported, not held to the float32 target
             continue
         assert c["top1_agreement"] == 1.0, c["disagreements"]
@@ -55,8 +58,9 @@ def test_every_format_agrees_with_the_app_on_the_runs_validation_images(bundle, 
 
 def test_the_bundle_holds_the_models_labels_steps_card_and_examples(bundle, trained_run):
     files = set(bundle.files)
-    for name in ("model.keras", "model.tflite", "model_int8.tflite", "model.onnx", "labels.txt", "preprocessing.json",
-                 "parity.json", "PARITY.md", "MODEL_CARD.md", "model_card.html", "bundle.json",
+    for name in ("model.keras", "model.tflite", "model_fp16.tflite", "model_int8.tflite", "model.onnx", "labels.txt",
+                 "preprocessing.json", "parity.json", "PARITY.md", "report.json", "REPORT.md", "MODEL_CARD.md",
+                 "model_card.html", "bundle.json",
                  "savedmodel/saved_model.pb", "examples/savedmodel.py", "examples/tensorflow_serving.md",
                  "examples/litert.py", "examples/onnx.py"):  # fmt: skip
         assert name in files, name
@@ -70,6 +74,7 @@ def test_the_bundle_holds_the_models_labels_steps_card_and_examples(bundle, trai
     assert marker["sha256"]["model.onnx"] == hashlib.sha256((bundle.path / "model.onnx").read_bytes()).hexdigest()
     assert marker["versions"]["onnxruntime"]
     assert bundle.files["model_int8.tflite"] < bundle.files["model.tflite"] / 3  # int8 weights: a quarter the size
+    assert bundle.files["model_fp16.tflite"] < bundle.files["model.tflite"] * 0.6  # float16: half
     savedmodel = sum(size for name, size in bundle.files.items() if name.startswith("savedmodel/"))
     assert savedmodel < 1.1 * bundle.files["model.keras"]  # each weight stored once
 
@@ -77,6 +82,100 @@ def test_the_bundle_holds_the_models_labels_steps_card_and_examples(bundle, trai
 
     meta = {p.key: p.value for p in onnx.load(str(bundle.path / "model.onnx")).metadata_props}
     assert json.loads(meta["labels"]) == classes
+
+
+def on_disk(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def test_the_deployment_report_has_one_row_per_format_each_file_loading_in_its_runtime(bundle, trained_run):
+    import onnxruntime
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from core.publish.runtimes import all_threads
+
+    report = json.loads((bundle.path / "report.json").read_text())
+    assert report == bundle.deployment
+    assert [r["format"] for r in report["formats"]] == FIVE.split(",")
+    classes = json.loads((trained_run / "classes.json").read_text())
+    one = np.zeros((1, 32, 32, 3), np.uint8)
+    for row in report["formats"]:
+        path = bundle.path / row["file"]
+        assert row["bytes"] > 0 and row["bytes"] == on_disk(path), row["format"]
+        assert [t["threads"] for t in row["latency"]] == [1, all_threads()]
+        for t in row["latency"]:
+            assert t["runs"] >= 20 and len(t["times_ms"]) == t["runs"] and t["p50_ms"] > 0, (row["format"], t)
+            assert t["p50_ms"] == pytest.approx(float(np.median(t["times_ms"])), rel=1e-3)
+        if row["format"] == "saved_model":
+            assert "fresh process" in row["latency"][0]["where"] and row["input"] == "encoded bytes"
+            probs = tf.saved_model.load(str(path)).signatures["square"](square=tf.constant(one))["probabilities"]
+        elif row["format"] == "onnx":
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            probs = session.run(None, {session.get_inputs()[0].name: one})[0]
+        else:
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+            assert interpreter.get_input_details()[0]["dtype"] == np.uint8  # the normalisation is inside
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], one)
+            interpreter.invoke()
+            out = interpreter.get_output_details()[0]
+            assert out["dtype"] == np.float32  # float probabilities out, int8 included
+            probs = interpreter.get_tensor(out["index"])
+        assert np.asarray(probs).shape == (1, len(classes)) and abs(float(np.sum(probs)) - 1) < 0.02
+        assert [c["class"] for c in row["per_class"]] == classes
+    assert "training images" in report["representative"]
+    assert report["images"] == "3 validation images"
+    assert "| litert-int8 |" in (bundle.path / "REPORT.md").read_text()
+    card = (bundle.path / "MODEL_CARD.md").read_text()
+    assert "## Deployment" in card and "| litert-fp16 |" in card
+
+
+def ece_15(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Expected calibration error as Guo et al. define it: 15 equal-width confidence bins, weighted by images."""
+    conf, right = probs.max(axis=1), probs.argmax(axis=1) == labels
+    total = 0.0
+    for b in range(15):
+        low, high = b / 15, (b + 1) / 15
+        inside = (conf > low) & (conf <= high) if b else (conf >= 0) & (conf <= high)
+        if inside.any():
+            total += inside.sum() * abs(conf[inside].mean() - right[inside].mean())
+    return total / len(labels)
+
+
+def test_the_int8_rows_numbers_are_those_of_its_own_file_on_the_validation_images(bundle, trained_run):
+    """Agreement, accuracy per class and ECE recomputed here from model_int8.tflite itself, run with ai_edge_litert
+    on the run's validation images, against the app's answers (core.model.predict)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from core.model.inputs import load_image
+    from core.model.predict import load_run, predict
+
+    run = load_run(trained_run)
+    split = json.loads((trained_run / "split.json").read_text())
+    root, files, labels = Path(split["root"]), split["val"], np.array(split["labels"]["val"])
+    squares = np.stack([load_image(str(root / f), 32, "crop") for f in files])
+    interpreter = Interpreter(model_path=str(bundle.path / "model_int8.tflite"))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(squares.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], squares)
+    interpreter.invoke()
+    probs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).astype(np.float64)
+    app = [p.top[0][0] for p in predict(run, [str(root / f) for f in files], top_k=1, threshold=None)]
+    mine = [run.classes[k] for k in probs.argmax(axis=1)]
+
+    report = json.loads((bundle.path / "report.json").read_text())
+    (row,) = [r for r in report["formats"] if r["format"] == "litert-int8"]
+    assert row["file"] == "model_int8.tflite" and row["images"] == len(files)
+    assert row["agreement"] == pytest.approx(np.mean([a == b for a, b in zip(app, mine, strict=True)]))
+    right = probs.argmax(axis=1) == labels
+    assert row["accuracy"] == pytest.approx(right.mean())
+    for k, c in enumerate(run.classes):
+        (got,) = [x for x in row["per_class"] if x["class"] == c]
+        assert got["images"] == int((labels == k).sum()) and got["accuracy"] == pytest.approx(right[labels == k].mean())
+    assert row["ece"] == pytest.approx(ece_15(probs, labels), abs=1e-6)
+    app_right = np.array([a == run.classes[k] for a, k in zip(app, labels, strict=True)])
+    assert report["app"]["accuracy"] == pytest.approx(app_right.mean())
 
 
 def test_savedmodel_bytes_signature_names_the_class_for_jpeg_and_png(bundle, trained_run):
@@ -187,6 +286,64 @@ def test_a_missed_target_is_flagged_with_each_image_and_why():
     assert check.disagreements[0]["app"] == "y 0.8000" and check.disagreements[0]["export"] == "x 0.7000"
 
 
+def test_a_missed_none_of_these_flag_or_score_is_flagged_and_int8_only_reported():
+    from core.publish.parity import compare, scores
+
+    app = np.array([[0.6, 0.4], [0.2, 0.8], [0.45, 0.55]], np.float32)
+    check = compare("onnx", "square uint8", ["a", "b", "c"], app, app, ["x", "y"], 1e-5)
+    app_scores = np.array([10.0, 99.99, 5000.0])  # threshold 100: c is "none of these"
+    same = scores(check, ["a", "b", "c"], app_scores, app_scores * (1 + 5e-5), 100.0, 1e-4)
+    assert same.passed and same.none_of_these_agreement == 1.0 and same.max_score_diff == pytest.approx(5e-5)
+    assert not same.score_disagreements
+    # b crosses the threshold by a rounding-sized step: the flag differs, the export misses its target
+    flipped = scores(check, ["a", "b", "c"], app_scores, np.array([10.0, 100.001, 5000.0]), 100.0, 1e-4)
+    assert not flipped.passed and flipped.none_of_these_agreement == pytest.approx(2 / 3)
+    (row,) = flipped.score_disagreements
+    assert row["image"] == "b" and row["app"].startswith("a class") and row["export"].startswith("none of these")
+    assert "nearer the threshold than the difference" in row["why"]
+    far = scores(check, ["a", "b", "c"], app_scores, np.array([10.0, 99.99, 4000.0]), 100.0, 1e-4)
+    assert not far.passed and far.none_of_these_agreement == 1.0 and far.max_score_diff == pytest.approx(0.2)
+    int8 = compare("litert-int8", "square uint8", ["a", "b", "c"], app, app, ["x", "y"], None)
+    reported = scores(int8, ["a", "b", "c"], app_scores, np.array([10.0, 99.0, 80.0]), 100.0, None)
+    assert reported.passed and reported.none_of_these_agreement == pytest.approx(2 / 3)
+    assert reported.score_disagreements[0]["why"] == "full-integer int8 quantisation"
+    missing = scores(check, ["a", "b", "c"], app_scores, None, 100.0, 1e-4)
+    assert not missing.passed and missing.none_of_these_agreement == 0.0
+    assert scores(check, ["a", "b", "c"], None, None, 0.0, 1e-4) == check  # the run cannot say: nothing to compare
+
+
+def test_a_run_that_cannot_say_none_of_these_exports_its_one_output_as_before(bundle, trained_run):
+    import onnx
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from core.model import ood
+    from core.publish.runtimes import open_runtime
+
+    assert ood.load(trained_run) is None and "only 3 validation images" in ood.reason(trained_run)
+    assert len(onnx.load(str(bundle.path / "model.onnx")).graph.output) == 1
+    assert len(Interpreter(model_path=str(bundle.path / "model.tflite")).get_output_details()) == 1
+    square = tf.saved_model.load(str(bundle.path / "savedmodel")).signatures["square"]
+    assert "none_of_these_score" not in square.structured_outputs and "probabilities" in square.structured_outputs
+    one = np.zeros((2, 32, 32, 3), np.uint8)
+    for fmt, file in (("saved_model", "savedmodel"), ("litert-int8", "model_int8.tflite"), ("onnx", "model.onnx")):
+        probs, scores = open_runtime(fmt, bundle.path / file).outputs(one)
+        assert probs.shape == (2, 3) and scores is None, fmt
+    parity = json.loads((bundle.path / "parity.json").read_text())
+    assert parity["none_of_these"] is None and "score, decoded pixels" not in parity["targets"]
+    assert all(c["none_of_these_agreement"] is None and c["score_target"] is None for c in parity["checks"])
+    assert "none-of-these" not in (bundle.path / "PARITY.md").read_text()
+    report = json.loads((bundle.path / "report.json").read_text())
+    assert report["none_of_these"] is None and all("none_of_these_agreement" not in r for r in report["formats"])
+    steps = json.loads((bundle.path / "preprocessing.json").read_text())
+    assert steps["none_of_these_threshold"] is None and "none_of_these.json" not in bundle.files
+    assert not any("none_of_these" in (bundle.path / "examples" / f).read_text() for f in ("litert.py", "onnx.py"))
+    assert (
+        "This run cannot answer “none of these”: only 3 validation images"
+        in (bundle.path / "MODEL_CARD.md").read_text()
+    )
+
+
 def test_user_errors_are_sentences(trained_run, tmp_path):
     from core.publish.export import export_run
     from core.util.errors import UserError
@@ -225,9 +382,14 @@ def test_cli_export_prints_the_parity_report_and_writes_the_bundle(trained_run, 
     assert not (tmp_path / trained_run.name / "model.onnx").exists()
     # again into the same folder: the earlier bundle of this run is replaced, nothing else is touched
     (tmp_path / "other.txt").write_text("mine")
-    assert main(["export", str(trained_run), "--format", "savedmodel", "--out", str(tmp_path), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert [c["format"] for c in report["checks"]] == ["savedmodel", "savedmodel"] and report["passed"]
+    args = ["export", str(trained_run), "--formats", "saved_model,litert-int8", "--out", str(tmp_path), "--json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert [c["format"] for c in report["checks"]] == ["saved_model", "saved_model", "litert-int8"] and report["passed"]
+    assert [r["format"] for r in report["deployment"]["formats"]] == ["saved_model", "litert-int8"]
+    assert "timing saved_model (1 of 2)" in err and "exporting litert-int8 (2 of 2)" in err
+    assert (tmp_path / trained_run.name / "model_int8.tflite").is_file()
     assert not (tmp_path / trained_run.name / "model.tflite").exists()
     assert (tmp_path / "other.txt").read_text() == "mine"
 
@@ -239,6 +401,7 @@ def test_cli_export_prints_the_parity_report_and_writes_the_bundle(trained_run, 
         (["export", "{run}", "--out", "{tmp}/file/inside", "--format", "litert"], "Cannot write to"),
         (["export", "{damaged}", "--out", "{tmp}", "--format", "onnx"], "cannot be loaded"),
         (["export", "{run}", "--out", "{tmp}", "--images", "0"], "--images must be at least 1"),
+        (["export", "{run}", "--out", "{tmp}", "--formats", "saved_model,pickle"], "Unknown export format pickle"),
     ],
 )
 def test_cli_export_user_errors_are_one_line_and_exit_2(trained_run, tmp_path, capsys, args, needle):

@@ -123,6 +123,24 @@ def test_calibration_and_the_not_sure_threshold_come_from_calibration_json(run):
         assert html.escape(text) in page, text
 
 
+def test_none_of_these_is_a_section_from_the_runs_none_of_these_json(run):
+    md, page = both(run)  # 3 validation images: the run cannot say, and the card says why
+    assert "## None of these" in md and "This run cannot answer “none of these”: only 3 validation images" in md
+    assert facts.facts(run)["none_of_these"]["available"] is False
+    edit(run, "none_of_these.json", fitted=True, format=1, method="mahalanobis-tied-ledoit-wolf", rate=0.05,
+         threshold=436.3648, validation_images=40, validation_flagged=0.075)  # fmt: skip
+    found = facts.none_of_these(run)
+    assert found["available"] and found["threshold"] == 436.3648 and found["rate"] == 0.05
+    md, page = both(run)
+    section = md.split("## None of these", 1)[1].split("\n## ", 1)[0]
+    for text in ("Mahalanobis", "Ledoit-Wolf", "**Target false-alarm rate:** 5.0%", "**Threshold (score):** 436.365",
+                 "**Validation images flagged:** 7.5% of 40"):  # fmt: skip
+        assert text in section, text
+    assert "None of these" in page and "436.365" in page
+    (run / "none_of_these.json").unlink()
+    assert "trained before “none of these” existed" in render.markdown(run)
+
+
 def test_the_confusion_matrix_is_a_png_with_one_cell_per_class_pair(evaluated, run):
     assert figures.confusion_png(run) is None  # not evaluated: no matrix
     ev = load_evaluation(evaluated)
