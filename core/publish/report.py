@@ -172,10 +172,12 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 def none_of_these_words(n: dict[str, Any]) -> str:
     """The report's "none of these" in a sentence (REPORT.md, the card, the page)."""
-    flagged = "" if n.get("flagged") is None else f"; the app calls {_pct(n['flagged'])} of these images so"
-    return (f"“None of these”: an image scoring above {n['threshold']:.6g} (chosen to call {_pct(n['rate'])} of the "
-            f"validation images so by mistake) is unlike every class{flagged}. None-of-these agreement: the share of "
-            "images on which an export says it exactly when the app does.")  # fmt: skip
+    flagged = "" if n.get("flagged") is None else f"; the app says it of {_pct(n['flagged'])} of these images"
+    return (
+        f"“None of these”: an image scoring above {n['threshold']:.6g} is unlike every class (a threshold chosen so "
+        f"that {_pct(n['rate'])} of the validation images are called so by mistake){flagged}. None-of-these "
+        "agreement: the share of images on which an export says it exactly when the app does."
+    )
 
 
 def load_deployment(bundle: str | os.PathLike) -> dict[str, Any] | None:

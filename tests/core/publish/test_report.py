@@ -113,8 +113,10 @@ def test_none_of_these_agreement_is_a_column_and_a_warning_only_for_a_run_that_c
     header, table = report.table(made)
     assert header[-1] == "None-of-these agreement" and [r[-1] for r in table] == ["", "100.0 %", "90.0 %"]
     text = report.report_markdown(made)
-    assert "an image scoring above 436.4 (chosen to call 5.0 % of the validation images" in text
-    assert "the app calls 10.0 % of these images so" in text
+    assert (
+        "an image scoring above 436.4 is unlike every class (a threshold chosen so that 5.0 % of the validation" in text
+    )
+    assert "the app says it of 10.0 % of these images" in text
     without = report.format_row("onnx", "model.onnx", 1000, "square uint8", probs, probs, labels, CLASSES, latency)
     assert "none_of_these_agreement" not in without
     plain = report.deployment("run-1", CLASSES, [without], app, "20 validation images", None, 4)
