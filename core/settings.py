@@ -204,5 +204,8 @@ def without_thread_limit() -> None:
 
 
 def quiet_tensorflow() -> None:
-    """TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) means nothing to a user."""
+    """TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) means nothing to a user. And its oneDNN
+    convolutions on every x86 CPU: TensorFlow turns them on by itself only where it finds AVX512-VNNI, -BF16 or AMX,
+    and on an AVX2-only CPU its own kernels run VGG16 at about a third of the speed (benchmarks/train_speed.py)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -15,9 +15,11 @@ A frozen Dropout ends the prefix too: in training it still drops units, which a 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ import numpy as np
 from core.config import TrainConfig
 from core.model.inputs import load_named
 from core.train.cache import ArrayCache, settings_digest
+from core.train.feature_file import STREAM_BYTES, FeatureFile
 from core.train.phases import Layer, decide
 from core.util.files import file_digest
 
@@ -145,13 +148,14 @@ def digests(paths: Sequence[str | os.PathLike]) -> list[str]:
 def compiled(model: keras.Model):
     """``model`` in inference mode as one compiled graph: no per-batch Python overhead of ``predict``.
 
-    In float32, XLA runs VGG16's convolutions ~10 % faster on a CPU; in bfloat16 the plain graph is used,
-    since that is where oneDNN's AMX / AVX512-BF16 kernels live.
+    No XLA on a CPU: oneDNN's convolutions (on, core.settings.quiet_tensorflow) run VGG16 at ~97 % of what the CPU's
+    own matrix product reaches, in float32 and bfloat16; XLA's ran it at a third of that at 224 px and a tenth at
+    32 px (measured on a 2-core AVX2 EPYC). On a GPU XLA is used.
     """
     import tensorflow as tf
 
-    float32 = all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers if layer.weights)
-    return tf.function(lambda x: model(x, training=False), jit_compile=float32, reduce_retracing=True, autograph=False)
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    return tf.function(lambda x: model(x, training=False), jit_compile=gpu, reduce_retracing=True, autograph=False)
 
 
 def replicated(model: keras.Model, strategy) -> Callable[[np.ndarray], np.ndarray]:
@@ -184,6 +188,20 @@ def replicated(model: keras.Model, strategy) -> Callable[[np.ndarray], np.ndarra
     return apply
 
 
+def read_ahead(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int) -> Iterator:
+    """``fn(item)`` for each item in order, computed on ``pool`` at most ``window`` items ahead of the consumer:
+    decoding overlaps the forward pass without holding a large dataset's images in memory."""
+    pending: deque = deque()
+    rest = iter(items)
+    for item in itertools.islice(rest, window):
+        pending.append(pool.submit(fn, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(rest, 1):
+            pending.append(pool.submit(fn, item))
+        yield result
+
+
 def extract(
     plan: Plan,
     paths: Sequence[str | os.PathLike],
@@ -191,8 +209,12 @@ def extract(
     cache: ArrayCache | None = None,
     progress: Progress | None = None,
     stats: dict | None = None,
-) -> np.ndarray:
+    stream: bool = False,
+) -> np.ndarray | FeatureFile:
     """Prefix outputs for ``paths`` as one float32 array; cached ones are read, the rest decoded and computed.
+
+    With ``stream`` and more than ``STREAM_BYTES`` of features, they go to a ``FeatureFile`` on disk instead, which
+    the caller reads in batches and closes; memory then holds a batch, not the dataset.
 
     Decoding runs in a thread pool ahead of the compiled feature pass, so the two overlap. Inside a strategy's
     scope (``core.model.distribute``: training on several GPUs) each batch is split between its replicas.
@@ -204,17 +226,42 @@ def extract(
     namespace = _prefix_identity(plan, config)
     keys = digests(paths)
     shape = tuple(plan.prefix.output.shape[1:])
-    out = np.empty((len(paths), *shape), dtype=np.float32)
+    big = stream and len(paths) * int(np.prod(shape)) * 4 > STREAM_BYTES
+    out = (
+        FeatureFile.create(cache.root / "scratch", len(paths), shape)
+        if big
+        else np.empty((len(paths), *shape), np.float32)
+    )
+    put = out.write if big else out.__setitem__
+    try:
+        missing = _read_cached(cache, namespace, keys, shape, put, progress)
+        stats_ = _compute(plan, paths, config, cache, namespace, keys, missing, put, progress)
+    except BaseException:
+        if big:
+            out.close()
+        raise
+    if stats is not None:
+        stats.update(stats_)
+    return out
+
+
+def _read_cached(cache: ArrayCache, namespace: str, keys: list[str], shape, put, progress) -> list[int]:
+    """Put every cached row; return the indices of the others."""
     missing = []
     for i, key in enumerate(keys):
         hit = cache.get(namespace, key)
         if hit is not None and hit.shape == shape:
-            out[i] = hit
+            put(i, hit)
         else:
             missing.append(i)
-    done = len(paths) - len(missing)
     if progress:
-        progress(done, len(paths))
+        progress(len(keys) - len(missing), len(keys))
+    return missing
+
+
+def _compute(plan: Plan, paths, config: TrainConfig, cache, namespace, keys, missing, put, progress) -> dict:
+    """Decode and run the prefix on the ``missing`` images, putting and caching each row; return the stats."""
+    done = len(paths) - len(missing)
     start = time.monotonic()
     if missing:
         import tensorflow as tf
@@ -225,13 +272,13 @@ def extract(
         size, resize = config.image_size, config.resize
         pool = ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2))
         try:
-            decoded = pool.map(lambda i: load_named(paths[i], size, resize), missing)  # runs ahead of the loop
+            decoded = read_ahead(pool, lambda i: load_named(paths[i], size, resize), missing, 4 * FEATURE_BATCH)
             for b in range(0, len(missing), FEATURE_BATCH):
                 idx = missing[b : b + FEATURE_BATCH]
                 batch = np.stack([next(decoded) for _ in idx])
                 feats = np.asarray(keras.ops.convert_to_numpy(run(batch)), dtype=np.float32)
                 for j, i in enumerate(idx):
-                    out[i] = feats[j]
+                    put(i, feats[j])
                     cache.put(namespace, keys[i], feats[j])
                 done += len(idx)
                 if progress:
@@ -240,17 +287,15 @@ def extract(
             pool.shutdown(cancel_futures=True)
         cache.trim()
     seconds = time.monotonic() - start
-    if stats is not None:
-        # Only a pass through every convolution, over at least one full batch, measures the speed that time
-        # estimates scale from (core.train.pace); the caller records it.
-        full = len(missing) >= FEATURE_BATCH and any(layer.name == "block5_conv3" for layer in plan.prefix.layers)
-        stats.update(
-            hits=len(paths) - len(missing),
-            misses=len(missing),
-            feature_seconds=seconds,
-            vgg16_images_per_second=len(missing) / seconds if full and seconds > 0 else None,
-        )
-    return out
+    # Only a pass through every convolution, over at least one full batch, measures the speed that time
+    # estimates scale from (core.train.pace); the caller records it.
+    full = len(missing) >= FEATURE_BATCH and any(layer.name == "block5_conv3" for layer in plan.prefix.layers)
+    return {
+        "hits": len(paths) - len(missing),
+        "misses": len(missing),
+        "feature_seconds": seconds,
+        "vgg16_images_per_second": len(missing) / seconds if full and seconds > 0 else None,
+    }
 
 
 def load_images_cached(

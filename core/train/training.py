@@ -48,6 +48,7 @@ from core.train.callbacks import (
     stage_reporter,
 )  # fmt: skip
 from core.train.estimates import estimate, record_run_pace
+from core.train.feature_file import Batches, FeatureFile, sample_weights
 from core.train.features import extract, load_images_cached, plan_training
 from core.train.pace import known_speed, record_speed
 from core.train.phases import Phase, phases
@@ -55,6 +56,8 @@ from core.train.record import balanced_weights
 from core.util.errors import Cancelled
 from core.workspace import runs
 from core.workspace.decisions import apply_exclusions
+
+OOD_FIT_IMAGES = 20_000  # training images "none of these" is fitted on, at most
 
 
 @dataclass
@@ -165,7 +168,9 @@ def _prepare(plan, data: _Inputs, config: TrainConfig, cache, listener, stop, st
     every such phase); returns (inputs, decoded images)."""
     n = len(data.paths)
     if plan.cached:
-        x_all = extract(plan, data.paths, config, cache, stage_reporter("features", listener, stop, 0, n), stats)
+        progress = stage_reporter("features", listener, stop, 0, n)
+        # A large set's features stay on disk, read in batches (not under several devices: they split arrays)
+        x_all = extract(plan, data.paths, config, cache, progress, stats, stream=not data.mirrored)
         if speed := stats.get("vgg16_images_per_second"):
             record_speed(config.image_size, resolve_precision(config.precision), speed)
         return x_all, images
@@ -175,9 +180,35 @@ def _prepare(plan, data: _Inputs, config: TrainConfig, cache, listener, stop, st
     return images, images
 
 
+def _on_disk(x_all, data: _Inputs, config: TrainConfig) -> dict:
+    """``fit``'s data arguments for features in a ``FeatureFile``: batches read from disk, reshuffled each epoch."""
+    n = len(data.train_paths)
+    weights = sample_weights(data.y_train, data.weights)
+    train = Batches(x_all, range(n), data.y_train, config.batch_size, True, config.seed, weights)
+    return {"x": train, "validation_data": Batches(x_all, range(n, len(x_all)), data.y_val, data.val_batch)}
+
+
+def _validation(x_all, data: _Inputs):
+    """The validation inputs: a slice of the array, or batches of the file's last rows."""
+    if isinstance(x_all, FeatureFile):
+        return Batches(x_all, range(len(data.train_paths), len(x_all)), None, data.val_batch)
+    return x_all[len(data.train_paths) :]
+
+
+def _predict(model, x, batch: int) -> np.ndarray:
+    if isinstance(x, Batches):
+        return model.predict(x, verbose=0)
+    return model.predict(x, batch_size=batch, verbose=0)
+
+
+def _evaluate(model, x, data: _Inputs):
+    if isinstance(x, Batches):
+        return model.evaluate(Batches(x.store, x.index, data.y_val, data.val_batch), verbose=0)
+    return model.evaluate(x, data.y_val, batch_size=data.val_batch, verbose=0)
+
+
 def _fit(fit_model, phase: Phase, x_all, data: _Inputs, config: TrainConfig, reporter, run_dir: Path, again: bool):
     """One phase's fit, from the reporter's epoch on; returns the validation inputs."""
-    x_train, x_val = x_all[: len(data.train_paths)], x_all[len(data.train_paths) :]
     compile_model(fit_model, dataclasses.replace(config, learning_rate=phase.learning_rate))
     reporter.phase = phase.number
     # The reporter goes first: the callbacks after it learn from it whether the epoch ending is a whole one.
@@ -191,6 +222,11 @@ def _fit(fit_model, phase: Phase, x_all, data: _Inputs, config: TrainConfig, rep
     for callback in callbacks[1:]:
         callback.reporter = reporter
     start_epoch = reporter.completed
+    if isinstance(x_all, FeatureFile):
+        fit_model.fit(**_on_disk(x_all, data, config), initial_epoch=start_epoch, epochs=start_epoch + phase.epochs,
+                      verbose=0, callbacks=callbacks)  # fmt: skip
+        return _validation(x_all, data)
+    x_train, x_val = x_all[: len(data.train_paths)], x_all[len(data.train_paths) :]
     fit_model.fit(
         training_data(x_train, data.y_train, config) if config.augmented else x_train,
         data.y_train if not config.augmented else None,
@@ -226,10 +262,21 @@ def _none_of_these(fit_model, x_all, data: _Inputs, config: TrainConfig, classes
         return None, f"the model cannot be read for it ({exc})."
     if why := ood.why_not(config.none_of_these_rate, len(data.val_paths), int(features.outputs[0].shape[-1])):
         return None, why
-    f = np.asarray(features.predict(x_all, batch_size=data.val_batch, verbose=0), np.float32).reshape(len(x_all), -1)
     n = len(data.train_paths)
     y_train, y_val = data.y_train.argmax(axis=1), data.y_val.argmax(axis=1)
-    return ood.fit_run(f[:n], y_train, f[n:], y_val, classes, config.none_of_these_rate), ""
+    # At most OOD_FIT_IMAGES training images (an even random draw) give the class means and the covariance: enough
+    # for a d x d estimate, and a 100 000-image set does not hold its penultimate features twice in float64.
+    fit_rows = np.arange(n)
+    if n > OOD_FIT_IMAGES:
+        fit_rows = np.sort(np.random.default_rng(config.seed).choice(n, OOD_FIT_IMAGES, replace=False))
+    rows = np.concatenate([fit_rows, np.arange(n, n + len(data.val_paths))])
+    if isinstance(x_all, FeatureFile):
+        f = features.predict(Batches(x_all, rows, None, data.val_batch), verbose=0)
+    else:
+        f = features.predict(x_all[rows] if n > OOD_FIT_IMAGES else x_all, batch_size=data.val_batch, verbose=0)
+    f = np.asarray(f, np.float32).reshape(len(rows), -1)
+    k = len(fit_rows)
+    return ood.fit_run(f[:k], y_train[fit_rows], f[k:], y_val, classes, config.none_of_these_rate), ""
 
 
 def _train(
@@ -298,12 +345,14 @@ def _train(
     # was cut short, and its weights may be a partial epoch past it. No callback here, so no stop applies.
     # Calibration: a temperature fitted on the validation split, folded into the last layer (the tail shares it),
     # so the saved model gives calibrated probabilities; the threshold for "not sure" is chosen on the same images.
-    val_probs = fit_model.predict(x_val, batch_size=data.val_batch, verbose=0)
+    val_probs = _predict(fit_model, x_val, data.val_batch)
     trust = calibration.calibrate(val_probs, data.y_val.argmax(axis=1), enabled=config.calibrate)
     if trust.temperature != 1.0:
         fold_temperature(model, trust.temperature)
-    val_loss, val_acc = fit_model.evaluate(x_val, data.y_val, batch_size=data.val_batch, verbose=0)
+    val_loss, val_acc = _evaluate(fit_model, x_val, data)
     unlike, unlike_reason = _none_of_these(fit_model, x_fitted, data, config, dataset.classes)
+    if isinstance(x_fitted, FeatureFile):
+        x_fitted.close()
     metrics = record.metrics(
         config, dataset, model, placement.strategy, reporter.rows, reporter.completed, done, split, trust,
         val_loss=float(val_loss), val_accuracy=float(val_acc), seconds=time.time() - started, stats=stats,
