@@ -11,7 +11,7 @@ import time
 
 import streamlit as st
 
-from core.jobs.kinds import BAKEOFF, EVALUATE, EXPORT, LABEL_ISSUES, LR_FIND, SPEED, TRAIN
+from core.jobs.kinds import BAKEOFF, DUPLICATES, EVALUATE, EXPORT, LABEL_ISSUES, LR_FIND, SPEED, TRAIN
 from core.jobs.registry import registry
 from core.jobs.states import (
     CANCELLED,
@@ -71,6 +71,9 @@ def _watch_link(snap: JobSnapshot) -> None:
         st.page_link("pages/train.py", label="Watch" if not snap.finished else "Open on Train",
                      icon=":material/leaderboard:",
                      query_params={DATASET_PARAM: snap.dataset_id, BAKEOFF_PARAM: snap.id})  # fmt: skip
+    elif snap.kind == DUPLICATES and snap.dataset_id:
+        st.page_link("pages/dataset.py", label="Open its dataset", icon=":material/content_copy:",
+                     query_params={DATASET_PARAM: snap.dataset_id})  # fmt: skip
     elif snap.kind == EXPORT and snap.params.get("run"):
         st.page_link("pages/runs.py", label="Open the run on Runs", icon=":material/history:",
                      query_params={RUN_PARAM: snap.params["run"]})  # fmt: skip

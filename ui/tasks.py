@@ -2,6 +2,7 @@
 
 job_id = start(session_key, LR_FIND, {"config": config.to_dict()}, ds)   # remembered in the session
 snap = follow(session_key)       # progress while it runs (a fragment); the finished snapshot once, then None
+running(job_id)                  # the same progress for a job found otherwise (by its dataset, from the address)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ STAGES = {
     "testing": "Test run",
     "classifying": "Classifying the held-out images",
     "folds": "Out-of-fold predictions, fold by fold",
+    "hashing": "Hashing images (once per dataset)",
+    "comparing": "Comparing every pair of images",
 }
 
 
@@ -35,7 +38,8 @@ def start(session_key: str, kind: str, params: dict[str, Any], dataset: Dataset 
 
 @st.fragment(run_every=1.0)
 @guarded
-def _running(job_id: str) -> None:
+def running(job_id: str) -> None:
+    """A job's progress (counts, ETA) and its Stop, redrawn every second; the whole page reruns once it ends."""
     snap = registry().get(job_id, points=False)
     if snap is None or snap.finished:
         st.rerun()
@@ -59,7 +63,7 @@ def follow(session_key: str) -> JobSnapshot | None:
         st.session_state.pop(session_key, None)
         return None
     if not snap.finished:
-        _running(job_id)
+        running(job_id)
         return None
     st.session_state.pop(session_key, None)
     return snap

@@ -51,7 +51,8 @@ def run_inspect(args) -> int:
 
     ds = load(args)
     r = ds.report
-    dup = find_duplicates(ds, bar_progress("looking for duplicates", "img"))
+    dup = find_duplicates(ds, bar_progress("looking for duplicates", "img"),
+                          comparing=bar_progress("comparing every pair", "pair"))  # fmt: skip
     if args.json:
         print(json.dumps({**r.to_dict(), "duplicates": dup.to_dict()}, indent=2, ensure_ascii=False))
         return 0

@@ -2,6 +2,7 @@
 
     found = find_duplicates(ds, progress=bar)        # counts and the pairs, leaks first; hashes cached per dataset
     found.summary()                                  # sentences for the Dataset page and `python -m core inspect`
+    kept(ds)                                         # the report find_duplicates kept beside a saved dataset, or None
     split, check = check_split(ds, split, drop=True) # training: drop validation images that duplicate training ones
     held_out_duplicates(run_dir, "val")              # Evaluate: (3, 40) when 3 of 40 validation images leak
 
@@ -16,20 +17,34 @@ validation image this way (validation with a class missing says nothing about th
 ``val_duplicates_limit`` (5 %) of validation goes: beyond it none is dropped and the run says so (``check_split``).
 The images kept although they duplicate are counted in the run's metrics (``val_duplicates``) and the Evaluate page
 says so.
+
+A report holds the counts of every pair but only ``MAX_PAIRS`` pairs, so a dataset with billions of pairs (thousands
+of copies of one blank image) costs what one with a few does. A saved dataset keeps its last report beside its hashes
+(``duplicates.json``), tagged with what it depends on (the hashing, the rule, and its images' paths, classes and
+splits): the Dataset page reads it back (``kept``) instead of comparing every pair again, 5 billion at 100 000
+images; another version of the dataset, or other hashing code, is searched again.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
+import imagehash
 import numpy as np
 
 from core.config import TrainConfig
+from core.data import hashes
 from core.data.dataset import Dataset
 from core.data.hashes import NEAR, Hashes, dataset_hashes, duplicated, near_pairs
 from core.data.zips import Progress
 
 MAX_PAIRS = 500  # pairs kept in a report (the counts cover them all); leaks, then conflicts, then the rest
+REPORT_FILE = "duplicates.json"  # the last report, in a saved dataset's folder beside its hashes
 
 
 @dataclass
@@ -81,6 +96,14 @@ class DuplicateReport:
         data["pairs"] = [p.to_dict() for p in self.pairs]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DuplicateReport:
+        """The report ``to_dict`` wrote (a kept report, a job's result)."""
+        pair_fields = {f.name for f in fields(Pair)}
+        pairs = [Pair(**{k: v for k, v in p.items() if k in pair_fields}) for p in data.get("pairs", [])]
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)} and k != "pairs"},
+                   pairs=pairs)  # fmt: skip
+
     def summary(self) -> list[str]:
         """Sentences for a person: what was found, and what it means."""
         if not self.pairs_total:
@@ -109,21 +132,31 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
-def find_duplicates(ds: Dataset, progress: Progress | None = None, threshold: int = NEAR) -> DuplicateReport:
-    """Exact and near duplicates in ``ds``; its images are hashed once (``progress(done, total)``) and cached."""
-    return report(ds, dataset_hashes(ds, progress), threshold)
+def find_duplicates(
+    ds: Dataset, progress: Progress | None = None, threshold: int = NEAR, comparing: Progress | None = None
+) -> DuplicateReport:
+    """Exact and near duplicates in ``ds``; its images are hashed once (``progress(done, total)``) and cached, then
+    every pair compared (``comparing(pairs done, pairs in all)``). A saved dataset keeps the report too (``kept``)."""
+    found = report(ds, dataset_hashes(ds, progress), threshold, comparing)
+    keep(ds, found)
+    return found
 
 
-def report(ds: Dataset, h: Hashes, threshold: int = NEAR) -> DuplicateReport:
-    """Classify and count every pair within ``threshold``; keep the most telling ``MAX_PAIRS`` of them."""
+def report(ds: Dataset, h: Hashes, threshold: int = NEAR, progress: Progress | None = None) -> DuplicateReport:
+    """Classify and count every pair within ``threshold``; keep the most telling ``MAX_PAIRS`` of them.
+
+    What is held while counting is bounded whatever the number of pairs: the counts, one flag per image, and per
+    relation the ``MAX_PAIRS`` best pairs so far (exact first, then by distance, then by position), so the pairs
+    kept do not depend on the order the search finds them in."""
     labels = np.array([it.label for it in ds.items], dtype=np.int64)
     split_codes = {s: k for k, s in enumerate(sorted({it.split for it in ds.items}))}
     splits = np.array([split_codes[it.split] for it in ds.items], dtype=np.int64)
     out = DuplicateReport(images=int(h.ok.sum()), unreadable=int((~h.ok).sum()), threshold=threshold)
     involved = np.zeros(len(ds.items), dtype=bool)
-    # Kept per relation, so a flood of same-class pairs never hides a leak; each sorted by distance below.
-    kept: dict[int, list[tuple[int, int, int]]] = {0: [], 1: [], 2: []}
-    for i, j, d in near_pairs(h, threshold):
+    bits = max(1, len(ds.items).bit_length())  # one int64 sort key per pair: (distance + 1, i, j)
+    # Kept per relation, so a flood of same-class pairs never hides a leak.
+    kept = {rel: np.zeros(0, dtype=np.int64) for rel in (0, 1, 2)}
+    for i, j, d in near_pairs(h, threshold, progress):
         exact = h.exact[i] == h.exact[j]
         leak = splits[i] != splits[j]
         conflict = labels[i] != labels[j]
@@ -134,25 +167,73 @@ def report(ds: Dataset, h: Hashes, threshold: int = NEAR) -> DuplicateReport:
         involved[i] = True
         involved[j] = True
         relation = np.where(leak, 0, np.where(conflict, 1, 2))
-        # exact pairs first within a relation: their distance counts as -1 when sorting
-        order_d = np.where(exact, -1, d.astype(np.int64))
+        # exact pairs first within a relation: they sort as distance -1 (0 in the key, the others distance + 1)
+        order_d = np.where(exact, 0, d.astype(np.int64) + 1)
+        key = (order_d << (2 * bits)) | (i.astype(np.int64) << bits) | j.astype(np.int64)
         for rel in (0, 1, 2):
-            sel = np.flatnonzero(relation == rel)
-            sel = sel[np.argsort(order_d[sel], kind="stable")[:MAX_PAIRS]]  # a chunk may hold millions of pairs
-            if len(kept[rel]) < MAX_PAIRS and len(sel):
-                kept[rel].extend(zip(order_d[sel].tolist(), i[sel].tolist(), j[sel].tolist(), strict=True))
+            kept[rel] = _smallest(np.concatenate([kept[rel], key[relation == rel]]))
     out.near = out.pairs_total - out.exact
     out.same_class = out.pairs_total - out.different_classes
     out.involved = int(involved.sum())
-    chosen = [t for rel in (0, 1, 2) for t in sorted(kept[rel])[:MAX_PAIRS]][:MAX_PAIRS]
-    items = ds.items
-    for sort_d, i, j in chosen:
-        a, b = items[i], items[j]
+    chosen = np.concatenate([np.sort(kept[rel]) for rel in (0, 1, 2)])[:MAX_PAIRS].tolist()
+    items, mask = ds.items, (1 << bits) - 1
+    for k in chosen:
+        sort_d, a, b = (k >> (2 * bits)) - 1, items[(k >> bits) & mask], items[k & mask]
         out.pairs.append(
             Pair(a.path, b.path, "exact" if sort_d < 0 else "near", max(sort_d, 0), ds.classes[a.label],
                  ds.classes[b.label], a.split, b.split)
         )  # fmt: skip
     return out
+
+
+def _smallest(keys: np.ndarray) -> np.ndarray:
+    """The ``MAX_PAIRS`` smallest keys, in no order."""
+    return np.partition(keys, MAX_PAIRS - 1)[:MAX_PAIRS] if len(keys) > MAX_PAIRS else keys
+
+
+# ---------------------------------------------------------------------------------------------- kept reports
+
+
+def _tag(ds: Dataset, threshold: int) -> str:
+    """What a report depends on besides the images' content (a saved dataset's files never change under its id):
+    the hashing, the rule and which images with which class and split. Another version, exclusion or hashing
+    code gives another tag, and the report is searched again."""
+    digest = hashlib.sha256(
+        json.dumps([hashes.HASH_VERSION, imagehash.__version__, threshold, MAX_PAIRS, ds.classes]).encode()
+    )
+    for it in ds.items:
+        digest.update(f"\n{it.path}\t{it.label}\t{it.split}".encode())
+    return digest.hexdigest()
+
+
+def keep(ds: Dataset, found: DuplicateReport) -> None:
+    """Write the report into a saved dataset's store folder (atomically; nothing for a dataset without one, or a
+    folder that cannot be written: the report is simply not kept)."""
+    if not ds.store:
+        return
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".duplicates-", suffix=".json", dir=ds.store)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"tag": _tag(ds, found.threshold), "report": found.to_dict()}, f, ensure_ascii=False)
+        os.replace(tmp, Path(ds.store) / REPORT_FILE)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def kept(ds: Dataset, threshold: int = NEAR) -> DuplicateReport | None:
+    """The report ``keep`` wrote for this dataset as it is now (its version, its hashing), or None."""
+    path = Path(ds.store) / REPORT_FILE if ds.store else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("tag") != _tag(ds, threshold):
+            return None
+        return DuplicateReport.from_dict(data["report"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged or from another format: searched again
 
 
 # ---------------------------------------------------------------------------------------------- training and runs

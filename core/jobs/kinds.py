@@ -18,6 +18,7 @@ TRAIN, LR_FIND, EVALUATE, SPEED = "train", "lr_find", "evaluate", "speed"
 LABEL_ISSUES = "label_issues"
 EXPORT = "export"
 BAKEOFF = "bakeoff"
+DUPLICATES = "duplicates"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ KINDS = {
     LABEL_ISSUES: Kind("label-error search", "core.jobs.work:label_issues", changes_run="check the labels of"),
     EXPORT: Kind("export", "core.jobs.work:export", changes_run="export"),
     BAKEOFF: Kind("backbone bake-off", "core.jobs.work:bakeoff"),
+    DUPLICATES: Kind("duplicate search", "core.jobs.work:duplicates"),
 }
 
 

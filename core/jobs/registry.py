@@ -1,10 +1,12 @@
-"""Jobs: heavy work (training, the learning-rate test, evaluation, the speed test, label checks, exports) queued
-and followed in the workspace database.
+"""Jobs: heavy work (training, the learning-rate test, evaluation, the speed test, label checks, exports, duplicate
+searches) queued and followed in the workspace database.
 
     job = registry().submit(dataset, config, owner="ann@example.com")   # dataset: a saved one (dataset.id)
     registry().get(job.id)               # a JobSnapshot: state, progress, epochs so far — from any tab or process
     registry().stop(job.id, user)        # honoured within one batch; the model so far is saved
     registry().submit_task(LR_FIND, {"config": config.to_dict()}, owner=..., dataset=dataset)
+    registry().submit_task(DUPLICATES, {}, owner=..., dataset=dataset, once=True)  # or the one queued on it already
+    registry().latest(DUPLICATES, dataset)   # the newest such job on this version of the dataset, or None
     registry().restart(job.id, user)     # an interrupted or failed job, queued again with the same settings
     registry().retrain(run.id, user)     # the run's settings again, on the newest version of its saved dataset
 
@@ -101,10 +103,11 @@ class JobRegistry:
         return self._insert(job_id, TRAIN, {"config": config.to_dict()}, owner, dataset)
 
     def submit_task(
-        self, kind: str, params: dict[str, Any], owner: str = "", dataset: Dataset | None = None
+        self, kind: str, params: dict[str, Any], owner: str = "", dataset: Dataset | None = None, once: bool = False
     ) -> JobSnapshot:
         """Queue other heavy work (the learning-rate test, an evaluation, the speed probe) in the same slots as
-        training."""
+        training. ``once``: a job of this kind already queued or running on this version of ``dataset`` is returned
+        instead of a new one (decided in the same write as the insert: two tabs asking at once get one job)."""
         if kind not in KINDS or kind == TRAIN:
             raise ValueError(f"kind must be one of {', '.join(repr(k) for k in KINDS if k != TRAIN)}. "
                              f"Received: kind={kind!r}")  # fmt: skip
@@ -114,9 +117,9 @@ class JobRegistry:
                 raise UserError(f"There is no run {params.get('run')!r} on this server.")
             access.check(owner, info.owner, f"{verb} the run {info.id}")
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-        return self._insert(job_id, kind, params, owner, dataset)
+        return self._insert(job_id, kind, params, owner, dataset, once)
 
-    def _insert(self, job_id, kind, params, owner, dataset: Dataset | None) -> JobSnapshot:
+    def _insert(self, job_id, kind, params, owner, dataset: Dataset | None, once: bool = False) -> JobSnapshot:
         if dataset is not None and not getattr(dataset, "id", ""):
             raise ValueError(
                 "A job's dataset must be a saved one (core.workspace.datasets), so any process can open it."
@@ -124,12 +127,16 @@ class JobRegistry:
         if dataset is not None and getattr(dataset, "version", 0):
             params = {**params, "dataset_version": dataset.version}  # the job opens the version it was given
         with db.connect(write=True) as con:
-            con.execute(
-                "INSERT INTO jobs (id, kind, state, owner, dataset_id, dataset_name, params, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, kind, QUEUED, owner, dataset.id if dataset else None,
-                 dataset.title if dataset else "", json.dumps(params), time.time()),
-            )  # fmt: skip
+            same = _on_dataset(con, kind, dataset, unfinished=True) if once and dataset is not None else None
+            if same is None:
+                con.execute(
+                    "INSERT INTO jobs (id, kind, state, owner, dataset_id, dataset_name, params, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, kind, QUEUED, owner, dataset.id if dataset else None,
+                     dataset.title if dataset else "", json.dumps(params), time.time()),
+                )  # fmt: skip
+        if same is not None:
+            return self.get(same["id"])
         self._wake()
         return self.get(job_id)
 
@@ -180,6 +187,13 @@ class JobRegistry:
                 pts = con.execute("SELECT seq, kind, data FROM job_points WHERE job_id = ? AND seq > ? ORDER BY seq",
                                   (job_id, since)).fetchall()  # fmt: skip
         return snapshot(row, pts, since)
+
+    def latest(self, kind: str, dataset: Dataset) -> JobSnapshot | None:
+        """The newest job of ``kind`` on this version of the saved ``dataset``, finished or not (None: none)."""
+        self._ensure_started()
+        with db.connect() as con:
+            row = _on_dataset(con, kind, dataset)
+        return snapshot(row) if row is not None else None
 
     def jobs(self, recent: float | None = RECENT_SECONDS) -> list[JobSnapshot]:
         """Queued and running jobs, and those finished within ``recent`` seconds (all when None); newest first."""
@@ -344,6 +358,18 @@ def retrain_inputs(
     dataset = open_dataset(info.dataset_id, version=None if newest else info.dataset_version)
     config = dataclasses.replace(info.config, dataset_version=dataset.version, exclude=())
     return dataset, config
+
+
+def _on_dataset(con, kind: str, dataset: Dataset, unfinished: bool = False):
+    """The newest row of a job of ``kind`` on ``dataset`` at its version (``unfinished``: queued or running only)."""
+    rows = con.execute(
+        "SELECT * FROM jobs WHERE kind = ? AND dataset_id = ?"
+        + (f" AND state NOT IN {FINISHED_SQL}" if unfinished else "")
+        + " ORDER BY created DESC, rowid DESC",
+        (kind, dataset.id),
+    )
+    version = getattr(dataset, "version", 0) or None
+    return next((r for r in rows if pinned_version(json.loads(r["params"])) == version), None)
 
 
 def check_seconds() -> float:

@@ -9,6 +9,7 @@ imports the training, evaluation and export code, and with them TensorFlow: only
 from __future__ import annotations
 
 from core.config import TrainConfig
+from core.data import duplicates as dups
 from core.evaluate import evaluation
 from core.evaluate import label_issues as label_check
 from core.jobs.runner import Context
@@ -17,6 +18,7 @@ from core.publish import bakeoff as bake
 from core.publish import bundles
 from core.publish import export as exporting
 from core.train import lrfind, speedtest, training
+from core.util.errors import UserError
 from core.workspace import runs
 
 
@@ -92,3 +94,16 @@ def bakeoff(ctx: Context) -> tuple:
         progress=progress, stop=ctx.stop, int8=bool(ctx.params.get("int8")), on_row=on_row,
     )  # fmt: skip
     return (STOPPED if found.stopped else COMPLETED), found.metrics(), found.to_dict()
+
+
+def duplicates(ctx: Context) -> tuple:
+    # Hashing keeps what it did every core.data.hashes.SAVE_EVERY images, so a stop loses little of it; the report
+    # is kept beside the dataset (core.data.duplicates.kept) and with the job, for any page to read again.
+    if ctx.dataset is None:
+        raise UserError("The duplicate search needs a dataset saved on this server.")
+    report = ctx.reporter("The duplicate search was stopped; a new one hashes only the images this one had not saved.")
+    found = dups.find_duplicates(ctx.dataset, progress=lambda done, total: report("hashing", done, total),
+                                 comparing=lambda done, total: report("comparing", done, total))  # fmt: skip
+    metrics = {"images": found.images, "pairs": found.pairs_total, "leaks": found.leaks,
+               "different_classes": found.different_classes}  # fmt: skip
+    return COMPLETED, metrics, found.to_dict()

@@ -1,18 +1,31 @@
-"""Duplicates on the pages, through AppTest: the Dataset page's section (counts, pairs side by side, hashed once per
-saved dataset) and the Evaluate page's warning for a run whose validation images duplicate training images."""
+"""Duplicates on the pages, through AppTest: the Dataset page's section (counts, pairs side by side), its search as a
+job when asked (one for two tabs asking together) with its progress and Stop, the report found again after a reload
+or read from hashes on disk, and the Evaluate page's warning for a run whose validation images duplicate training
+images.
+
+The jobs run on threads of the test's process (tests/conftest.py) and do the real hashing of real images; a test that
+must see a search half done holds its hashing until it has looked."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import pytest
 from conftest import encoded, make_zip, photo
-from pagetest import assert_clean, open_app, texts
+from pagetest import assert_clean, button, open_app, texts
 
-from core.data import hashes
+from core.data import duplicates, hashes
+from core.jobs.kinds import DUPLICATES
+from core.jobs.registry import registry
+from core.jobs.states import CANCELLED, COMPLETED
 from core.workspace import datasets
 from core.workspace.runs import MARKER, RUN_FORMAT, RUN_VERSION, runs_dir, write_json
+from ui import duplicates_views
 from ui.duplicates_views import EXPANDER
+
+SEARCHING = "Looking for exact and near duplicates, once for this version of the dataset"
 
 
 def saved_with_duplicates(tmp_path: Path):
@@ -32,9 +45,26 @@ def section(at):
     return found
 
 
-def test_the_dataset_page_shows_leaks_and_conflicts_with_the_pairs_side_by_side_once(tmp_path):
-    ds = saved_with_duplicates(tmp_path)
-    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+def searches(ds) -> list:
+    return [j for j in registry().jobs(recent=None) if j.kind == DUPLICATES and j.dataset_id == ds.id]
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """The hashing waits for this event (set it to let the search go on); set when the test ends."""
+    hold = threading.Event()
+    real = hashes.hash_images
+
+    def hash_images(*args, **kwargs):
+        hold.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashes, "hash_images", hash_images)
+    yield hold
+    hold.set()
+
+
+def assert_report_shown(at) -> None:
     assert "Duplicates" in texts(at.subheader)
     assert "2 pairs of duplicate images (1 exact, 1 near), involving 4 images of 18." in texts(at.markdown)
     warnings = texts(at.warning)
@@ -48,17 +78,99 @@ def test_the_dataset_page_shows_leaks_and_conflicts_with_the_pairs_side_by_side_
         "val/cats/leaked.jpg (cats · val)",
     ]
     assert "**Leak** · near duplicate" in texts(pairs.markdown)[0]
-    # Hashed once, kept beside the dataset: a reload reads it back instead of decoding the images again.
+
+
+def test_a_search_asked_for_runs_as_one_job_with_its_progress_then_shows_the_report(tmp_path, held):
+    ds = saved_with_duplicates(tmp_path)
+    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    # Nothing hashed in the page and nothing queued by a look: the section offers the search.
+    assert not searches(ds) and not hashes.cached(ds)
+    assert any(c.startswith("Not searched yet in this version of the dataset.") for c in texts(at.caption))
+    other = open_app("pages/dataset.py", query={"dataset": ds.id})  # another tab, at the same time
+    button(at, "Look for duplicates").click().run()
+    assert_clean(at)
+    button(other, "Look for duplicates").click().run()
+    assert_clean(other)
+    (job,) = searches(ds)  # both pressed: one search
+    assert job.params["dataset_version"] == ds.version and job.owner == ""
+    for tab in (at, other):
+        assert any(c.startswith(SEARCHING) for c in texts(tab.caption))
+        assert [b for b in tab.button if b.key == f"stop_{job.id}"]  # its Stop (Cancel while queued)
+        assert not [e for e in tab.expander if e.label.startswith(EXPANDER)]
+    held.set()
+    assert registry().wait(job.id, timeout=120).state == COMPLETED
+    at.run()
+    assert_clean(at)
+    assert_report_shown(at)
+    # A reload finds the report kept beside the dataset: nothing hashed or searched again, no new job.
     cache = ds.root.parent / hashes.CACHE_FILE
     written = cache.stat().st_mtime_ns
     again = open_app("pages/dataset.py", query={"dataset": ds.id})
-    assert section(again).label == f"{EXPANDER} (2)" and cache.stat().st_mtime_ns == written
+    assert_report_shown(again)
+    assert cache.stat().st_mtime_ns == written and len(searches(ds)) == 1
+
+
+def test_a_running_search_is_found_again_from_the_address_with_its_progress(tmp_path, held):
+    ds = saved_with_duplicates(tmp_path)
+    job = registry().submit_task(DUPLICATES, {}, owner="", dataset=ds)
+    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    assert any(c.startswith(SEARCHING) for c in texts(at.caption)) and [j.id for j in searches(ds)] == [job.id]
+    held.set()
+    registry().wait(job.id, timeout=120)
+    at.run()
+    assert_report_shown(at)
+
+
+def test_hashes_on_disk_show_the_report_without_a_job(tmp_path):
+    ds = saved_with_duplicates(tmp_path)
+    duplicates.find_duplicates(ds)  # as `python -m core inspect` leaves it: the hashes and the report kept
+    assert_report_shown(open_app("pages/dataset.py", query={"dataset": ds.id}))
+    # Hashes alone (a training hashed them to check its split): a small dataset is compared in the page.
+    (ds.root.parent / duplicates.REPORT_FILE).unlink()
+    assert_report_shown(open_app("pages/dataset.py", query={"dataset": ds.id}))
+    assert not searches(ds)
+
+
+def test_hashes_on_disk_of_a_large_dataset_are_compared_in_a_job(tmp_path, monkeypatch):
+    ds = saved_with_duplicates(tmp_path)
+    hashes.dataset_hashes(ds)
+    monkeypatch.setattr(duplicates_views, "INLINE_IMAGES", 10)
+    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    button(at, "Look for duplicates").click().run()
+    (job,) = searches(ds)
+    done = registry().wait(job.id, timeout=120)
+    assert done.state == COMPLETED and done.stage == "comparing"  # nothing left to hash
+
+
+def test_a_stopped_search_says_so_and_offers_to_start_again(tmp_path, held):
+    ds = saved_with_duplicates(tmp_path)
+    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    button(at, "Look for duplicates").click().run()
+    (job,) = searches(ds)
+    at.button(key=f"stop_{job.id}").click().run()  # "Cancel" while queued, "Stop" once started: either ends it
+    assert_clean(at)
+    held.set()
+    assert registry().wait(job.id, timeout=120).state == CANCELLED
+    at.run()
+    assert_clean(at)
+    assert any(i.startswith("The duplicate search was stopped.") for i in texts(at.info))
+    assert len(searches(ds)) == 1
+    button(at, "Look for duplicates").click().run()
+    assert_clean(at)
+    (new,) = [j for j in searches(ds) if j.id != job.id]
+    assert registry().wait(new.id, timeout=120).state == COMPLETED
+    at.run()
+    assert_report_shown(at)
 
 
 def test_a_dataset_without_duplicates_says_so_in_one_line(tmp_path):
     entries = {f"{cls}/{k}.png": encoded(photo(400 + 10 * i + k)) for i, cls in enumerate(("a", "b")) for k in range(3)}
     ds = datasets.open_dataset(datasets.save_zip(make_zip(tmp_path / "clean.zip", entries)).id)
     at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    button(at, "Look for duplicates").click().run()
+    (job,) = searches(ds)
+    assert registry().wait(job.id, timeout=120).state == COMPLETED
+    at.run()
     assert "No duplicates among the 6 images (exact or near, resized, recompressed or slightly cropped)." in texts(
         at.caption
     )
