@@ -16,7 +16,7 @@ from core.imaging.pillow import thumbnail
 from core.util.errors import UserError
 from core.util.text import human_size
 from core.workspace import records
-from ui import charts, session
+from ui import charts, paging, session
 from ui.datasets_views import ingest, label, manage, pending, when, who
 from ui.duplicates_views import duplicates_section
 from ui.review_inputs import add_images_section
@@ -31,6 +31,8 @@ from ui.versions_views import versions_section
 
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 128
+SAVED_PAGE = "saved_datasets_page"  # session state: the page of the saved datasets on view (ui.paging)
+SKIPPED_PAGE = "skipped_files_page"  # + the dataset's id: the page of its skipped files
 
 
 session.page()
@@ -68,21 +70,19 @@ if not saved_list:
 
 st.subheader("Saved datasets")
 by_id = {s.id: s for s in saved_list}
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "name": s.name,
-                "classes": s.classes,
-                "images": s.images,
-                "size": human_size(s.bytes),
-                "added": when(s.added),
-                "by": who(s.added_by),
-                "last used": when(s.last_used),
-            }
-            for s in saved_list
-        ]
-    ),
+paging.paged_dataframe(
+    saved_list,
+    SAVED_PAGE,
+    row=lambda s: {
+        "name": s.name,
+        "classes": s.classes,
+        "images": s.images,
+        "size": human_size(s.bytes),
+        "added": when(s.added),
+        "by": who(s.added_by),
+        "last used": when(s.last_used),
+    },
+    noun="Datasets",
     hide_index=True,
     width="stretch",
 )
@@ -137,13 +137,17 @@ if report.image_sizes:
     )
 if report.skipped:
     with st.expander(f"Skipped files ({len(report.skipped)})"):
-        st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
+        paging.paged_dataframe(report.skipped, f"{SKIPPED_PAGE}_{ds.id}", hide_index=True, width="stretch")
 versions_section(ds)  # its versions: who changed what, and the validation images each one adds
 
 st.subheader("Examples")
-for k, cls in enumerate(ds.classes):
-    paths = [ds.root / it.path for it in ds.items if it.label == k][:THUMBS_PER_CLASS]
-    st.markdown(f"**{session.escape(cls)}** · {plural(sum(it.label == k for it in ds.items), 'image')}")
+examples, per_class = [[] for _ in ds.classes], [0] * len(ds.classes)
+for it in ds.items:  # one pass over the images, however many classes: a few per class are shown
+    per_class[it.label] += 1
+    if len(examples[it.label]) < THUMBS_PER_CLASS:
+        examples[it.label].append(ds.root / it.path)
+for cls, paths, n in zip(ds.classes, examples, per_class, strict=True):
+    st.markdown(f"**{session.escape(cls)}** · {plural(n, 'image')}")
     for col, path in zip(st.columns(THUMBS_PER_CLASS), paths, strict=False):
         # The thumbnail is the model's own view of the image: the same crop/pad as training.
         col.image(thumbnail(path, THUMB_SIZE), caption=path.name, width="stretch")

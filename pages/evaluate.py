@@ -77,7 +77,7 @@ leak_warning(run.path, ev.split)  # held-out images that duplicate training imag
 
 confusion_section(ev, run.id)
 per_class_section(ev, run.id)
-confused_pairs_section(ev)
+confused_pairs_section(ev, run.id)
 trust_section(ev, run)
 none_of_these_section(ev)
 gallery_section(ev, run)

@@ -12,11 +12,11 @@ from core.imaging import pillow as images
 from core.jobs.kinds import EVALUATE
 from core.util.errors import UserError
 from core.workspace.runs import RunInfo
-from ui import charts, session, tasks
+from ui import charts, paging, session, tasks
 
 FULL_MATRIX = 20  # up to this many classes the matrix shows them all; above, the most confused ones
 CELL_LABELS = 15  # up to this many classes shown, each cell carries its number
-GALLERY_PAGE = 12  # misclassified images shown at a time
+GALLERY_PAGE = 12  # misclassified images a page: one page of thumbnails is decoded and drawn at a time
 GALLERY_COLUMNS = 4
 THUMB_SIZE = 224
 ALL = "All classes"
@@ -32,7 +32,9 @@ MATRIX_TOP_N = "matrix_top_n"
 GALLERY_TRUE = "gallery_true"
 GALLERY_PREDICTED = "gallery_predicted"
 GALLERY_GRADCAM = "gallery_gradcam"
-GALLERY_SHOWN = "gallery_shown"
+GALLERY_SHOWN = "gallery_shown"  # + run id, true and predicted class: the gallery's page on view (ui.paging)
+GALLERY_NAMES = "gallery_names"  # + run id, true and predicted class: the page of names, the images gone
+PAIRS_PAGE = "pairs_page"  # + run id: the page of the most confused pairs
 
 
 @st.cache_data(show_spinner=False, max_entries=500)
@@ -162,19 +164,25 @@ def per_class_section(ev: Evaluation, run_id: str) -> None:
     )  # fmt: skip
 
 
-def confused_pairs_section(ev: Evaluation) -> None:
+def confused_pairs_section(ev: Evaluation, run_id: str) -> None:
     st.subheader("Most confused")
     if not ev.most_confused:
         st.success("No class was mistaken for another.", icon=":material/check_circle:")
         return
     support = {r["class"]: r["support"] for r in ev.per_class}
-    pairs = pd.DataFrame(ev.most_confused, columns=["true", "predicted", "count"])
-    pairs["share"] = [100 * m["count"] / max(support[m["true"]], 1) for m in ev.most_confused]
-    st.dataframe(
+    pairs = ev.most_confused  # up to one per pair of classes, and at most one per misclassified image
+
+    def row(m: dict) -> dict:
+        return {**m, "share": 100 * m["count"] / max(support[m["true"]], 1)}
+
+    paging.paged_dataframe(
         pairs,
+        f"{PAIRS_PAGE}_{run_id}",
+        row=row,
+        columns=["true", "predicted", "count", "share"],
         hide_index=True,
         width="stretch",
-        height=min(400, 38 + 35 * len(pairs)),
+        height=min(400, 38 + 35 * min(len(pairs), paging.PAGE_ROWS)),
         column_config={
             "true": "true class",
             "predicted": "predicted as",
@@ -186,24 +194,29 @@ def confused_pairs_section(ev: Evaluation) -> None:
     )
 
 
-def show_more(key: str) -> None:
-    st.session_state[key] = st.session_state.get(key, GALLERY_PAGE) + GALLERY_PAGE
+def _first_page(run_id: str) -> None:
+    """A filter changed: its gallery starts at its first page (the most confident mistakes of the new filter)."""
+    true = st.session_state.get(f"{GALLERY_TRUE}_{run_id}", ALL)
+    predicted = st.session_state.get(f"{GALLERY_PREDICTED}_{run_id}", ALL)
+    for key in (GALLERY_SHOWN, GALLERY_NAMES):
+        paging.first_page(f"{key}_{run_id}_{true}_{predicted}")
 
 
 @st.fragment
 def gallery_section(ev: Evaluation, run: RunInfo) -> None:
-    path, run_id, saved = run.path, run.id, run.finished
+    path, run_id = run.path, run.id
     st.subheader("Misclassified images")
     if not ev.misclassified:
         st.success("Every evaluated image was classified right.", icon=":material/check_circle:")
         return
     f1, f2, f3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     true = f1.selectbox(
-        "True class", [ALL, *sorted({m["true"] for m in ev.misclassified})], key=f"{GALLERY_TRUE}_{run_id}"
-    )
+        "True class", [ALL, *sorted({m["true"] for m in ev.misclassified})], key=f"{GALLERY_TRUE}_{run_id}",
+        on_change=_first_page, args=(run_id,),
+    )  # fmt: skip
     predicted = f2.selectbox(
         "Predicted class", [ALL, *sorted({m["predicted"] for m in ev.misclassified})],
-        key=f"{GALLERY_PREDICTED}_{run_id}",
+        key=f"{GALLERY_PREDICTED}_{run_id}", on_change=_first_page, args=(run_id,),
     )  # fmt: skip
     cam = f3.toggle(
         "Show where the model looked (Grad-CAM)", key=GALLERY_GRADCAM,
@@ -221,12 +234,11 @@ def gallery_section(ev: Evaluation, run: RunInfo) -> None:
             "names are listed instead. Load the dataset again on the Dataset page and evaluate again to see them.",
             icon=":material/broken_image:",
         )
-        st.dataframe(
-            pd.DataFrame(items, columns=["file", "true", "predicted", "probability"]),
-            hide_index=True,
-            width="stretch",
+        paging.paged_dataframe(
+            items, f"{GALLERY_NAMES}_{run_id}_{true}_{predicted}", columns=["file", "true", "predicted", "probability"],
+            hide_index=True, width="stretch",
             column_config={"probability": st.column_config.NumberColumn("probability", format="percent")},
-        )
+        )  # fmt: skip
         return
     layer = None
     if cam:
@@ -240,18 +252,24 @@ def gallery_section(ev: Evaluation, run: RunInfo) -> None:
             + (": this run started from random weights, and after a short training its last block says little."
                if run.config.weights == "none" else ".")
         )  # fmt: skip
-    limit_key = f"{GALLERY_SHOWN}_{run_id}_{true}_{predicted}"
-    limit = st.session_state.get(limit_key, GALLERY_PAGE)
-    for i, m in enumerate(items[:limit]):
+    grid = st.container()  # the page's images above the control that picks them
+    shown = paging.pager(len(items), GALLERY_PAGE, f"{GALLERY_SHOWN}_{run_id}_{true}_{predicted}", "Images")
+    with grid:
+        _gallery_page(items[shown], root, run, layer)
+
+
+def _gallery_page(items: list[dict], root: Path, run: RunInfo, layer: str | None) -> None:
+    """One page of the gallery: each image (or its Grad-CAM from ``layer``) with its true and predicted class."""
+    for i, m in enumerate(items):
         if i % GALLERY_COLUMNS == 0:
             cols = st.columns(GALLERY_COLUMNS)  # one row at a time: reading order is worst first
         col = cols[i % GALLERY_COLUMNS]
         image, name = root / m["file"], Path(m["file"]).name
         empty = False
         try:
-            if cam:
+            if layer:
                 with st.spinner(f"Grad-CAM of {name}…"):
-                    picture, empty = gradcam_overlay(str(path), saved, str(image), m["predicted"], layer)
+                    picture, empty = gradcam_overlay(str(run.path), run.finished, str(image), m["predicted"], layer)
             else:
                 picture = thumbnail(str(image), THUMB_SIZE, run.config.resize)
         except (UserError, OSError) as exc:
@@ -260,8 +278,3 @@ def gallery_section(ev: Evaluation, run: RunInfo) -> None:
             col.image(picture, caption=name + (" · nothing here speaks for it" if empty else ""), width="stretch")
         true, predicted = session.escape(m["true"]), session.escape(m["predicted"])
         col.markdown(f"true **{true}** · predicted **{predicted}** {m['probability']:.0%}")
-    if len(items) > limit:
-        st.button(
-            f"Show {min(GALLERY_PAGE, len(items) - limit)} more", icon=":material/expand_more:",
-            on_click=show_more, args=(limit_key,), key=f"more_{limit_key}",
-        )  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from core.evaluate.label_issues import DEFAULT_FOLDS, LabelIssues, load_label_issues
@@ -21,13 +20,14 @@ from core.util.errors import UserError
 from core.workspace import datasets, records
 from core.workspace.decisions import EXCLUDE, KEEP, decide, decisions
 from core.workspace.runs import RunInfo
-from ui import session, tasks
-from ui.evaluate_views import GALLERY_COLUMNS, GALLERY_PAGE, THUMB_SIZE, show_more, thumbnail
+from ui import paging, session, tasks
+from ui.evaluate_views import GALLERY_COLUMNS, GALLERY_PAGE, THUMB_SIZE, thumbnail
 
 # Widget and session-state keys (the per-run ones get the run id appended)
 LI_JOB = "label_issues_job"  # session state: the search this session started
 LI_FILTER = "label_issues_filter"
-LI_SHOWN = "label_issues_shown"
+LI_SHOWN = "label_issues_shown"  # + run id and filter: the gallery's page on view (ui.paging)
+LI_NAMES = "label_issues_names"  # + run id and filter: the page of names, the images gone
 LI_EXCLUDE = "label_issues_exclude"  # + run id + the suspect's place in the list
 LI_KEEP = "label_issues_keep"
 LI_ERROR = "label_issues_error"  # session state: a decision that could not be saved, shown once
@@ -96,6 +96,13 @@ def _decide(dataset_id: str, suspect: dict, decision: str) -> None:
         st.session_state[LI_ERROR] = str(exc)
 
 
+def _first_page(run_id: str) -> None:
+    """The filter changed: its gallery starts at its first page (the most suspicious of the new filter)."""
+    picked = st.session_state.get(f"{LI_FILTER}_{run_id}") or "all"
+    for key in (LI_SHOWN, LI_NAMES):
+        paging.first_page(f"{key}_{run_id}_{picked}")
+
+
 @st.fragment
 def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
     dataset_id = _saved_dataset(run)
@@ -109,7 +116,8 @@ def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
     if message := st.session_state.pop(LI_ERROR, None):
         session.error(message, icon=":material/error:")
     picked = st.segmented_control(
-        "Show", list(FILTERS), format_func=FILTERS.get, default="all", key=f"{LI_FILTER}_{run.id}"
+        "Show", list(FILTERS), format_func=FILTERS.get, default="all", key=f"{LI_FILTER}_{run.id}",
+        on_change=_first_page, args=(run.id,),
     ) or "all"  # fmt: skip
     items = [
         (i, s) for i, s in enumerate(found.suspects)
@@ -121,12 +129,20 @@ def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
             "These images are no longer on disk, so they cannot be shown; their names are listed instead.",
             icon=":material/broken_image:",
         )
-        st.dataframe(pd.DataFrame([s for _, s in items], columns=["file", "given", "suggested", "confidence"]),
-                     hide_index=True, width="stretch")  # fmt: skip
+        paging.paged_dataframe(items, f"{LI_NAMES}_{run.id}_{picked}", row=lambda item: item[1],
+                               columns=["file", "given", "suggested", "confidence"], hide_index=True,
+                               width="stretch")  # fmt: skip
         return
-    limit_key = f"{LI_SHOWN}_{run.id}_{picked}"
-    limit = st.session_state.get(limit_key, GALLERY_PAGE)
-    for n, (i, s) in enumerate(items[:limit]):
+    grid = st.container()  # the page's suspects above the control that picks them
+    shown = paging.pager(len(items), GALLERY_PAGE, f"{LI_SHOWN}_{run.id}_{picked}", "Suspects")
+    with grid:
+        _gallery_page(items[shown], root, run, dataset_id, decided)
+
+
+def _gallery_page(items: list[tuple[int, dict]], root: Path, run: RunInfo, dataset_id: str, decided: dict) -> None:
+    """One page of suspects (each with its place in the whole list, which names its buttons): image, classes,
+    decision, and Exclude / Keep."""
+    for n, (i, s) in enumerate(items):
         if n % GALLERY_COLUMNS == 0:
             cols = st.columns(GALLERY_COLUMNS)
         col = cols[n % GALLERY_COLUMNS]
@@ -146,8 +162,3 @@ def suspects_gallery(found: LabelIssues, run: RunInfo) -> None:
                   width="stretch")  # fmt: skip
         b2.button("Keep", key=f"{LI_KEEP}_{run.id}_{i}", on_click=_decide, args=(dataset_id, s, KEEP),
                   disabled=not dataset_id or state == KEEP, width="stretch")  # fmt: skip
-    if len(items) > limit:
-        st.button(
-            f"Show {min(GALLERY_PAGE, len(items) - limit)} more", icon=":material/expand_more:",
-            on_click=show_more, args=(limit_key,), key=f"more_{limit_key}",
-        )  # fmt: skip

@@ -20,7 +20,7 @@ from core.evaluate.label_issues import load_label_issues
 from core.util.errors import UserError
 from core.workspace import access, records, review, suspects, versions
 from core.workspace.runs import run_infos
-from ui import session
+from ui import paging, session
 from ui.session import DATASET_OPENED, plural
 
 # Widget and session-state keys
@@ -37,6 +37,8 @@ SUSPECT_KEEP = "suspect_keep"
 SUSPECT_TAKE = "suspect_take"
 SUSPECT_CLASS = "suspect_class"  # + the class's place
 SUSPECT_EXCLUDE = "suspect_exclude"
+DECIDED_PAGE = "review_decided_page"  # + dataset id: the page of decided suspects on view (ui.paging)
+LABELLED_PAGE = "review_labelled_page"  # + dataset id: the page of labelled images waiting for the version
 KEYS = 9  # classes with a number key
 SOURCE_WORDS = {"api": "Sent through the API", "classify": "Classified on the Classify page",
                 "demo": "Sent to a demo link", "upload": "Uploaded on the Dataset page"}  # fmt: skip
@@ -230,17 +232,20 @@ def suspects_section(ds: Dataset, user: str) -> None:
     else:
         st.success("Every suspect is decided.", icon=":material/check_circle:")
         _undo_button(ds, user, why is None)
-    _decided_table([s for s in listed if s.state != suspects.OPEN])
+    _decided_table(ds.id, [s for s in listed if s.state != suspects.OPEN])
 
 
-def _decided_table(decided: list[suspects.Suspect]) -> None:
+def _decided_table(dataset_id: str, decided: list[suspects.Suspect]) -> None:
     if not decided:
         return
     words = {suspects.KEEP: "keep", suspects.EXCLUDE: "exclude from training", suspects.RELABEL: "relabel"}
-    rows = [{"image": s.path, "given": s.given, "decision": words[s.state], "to": s.label or "",
-             "in version": s.version or ""} for s in decided]  # fmt: skip
+
+    def row(s: suspects.Suspect) -> dict:
+        return {"image": s.path, "given": s.given, "decision": words[s.state], "to": s.label or "",
+                "in version": s.version or ""}  # fmt: skip
+
     with st.expander(f"Decided ({len(decided):,})"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        paging.paged_dataframe(decided, f"{DECIDED_PAGE}_{dataset_id}", row=row, hide_index=True, width="stretch")
 
 
 # ---------------------------------------------------------------------------------------------- the version
@@ -271,7 +276,10 @@ def commit_section(ds: Dataset, user: str) -> None:
               args=(ds.id, user), disabled=not (new or relabels) or refusal(user, ds.id) is not None)  # fmt: skip
     labelled = review.queue(ds.id, review.LABELLED)
     if labelled:
-        rows = [{"image": it.name, "class": it.label, "by": access.display(it.decided_by),
-                 "from": SOURCE_WORDS.get(it.source, it.source)} for it in labelled]  # fmt: skip
+
+        def row(it: review.Item) -> dict:
+            return {"image": it.name, "class": it.label, "by": access.display(it.decided_by),
+                    "from": SOURCE_WORDS.get(it.source, it.source)}  # fmt: skip
+
         with st.expander(f"Labelled, waiting for the next version ({len(labelled):,})"):
-            st.dataframe(rows, hide_index=True, width="stretch")
+            paging.paged_dataframe(labelled, f"{LABELLED_PAGE}_{ds.id}", row=row, hide_index=True, width="stretch")

@@ -10,7 +10,7 @@ from core.train.cache import ArrayCache
 from core.util.errors import UserError
 from core.workspace import access
 from core.workspace.runs import RunInfo, delete_run
-from ui import charts, session
+from ui import charts, paging, session
 from ui.session import RUN_PARAM, flash
 from ui.versions_views import compare_versions
 
@@ -19,6 +19,7 @@ COMPARE = "compare"
 COMPARE_ONLY_DIFFERENT = "compare_only_different"
 COMPARE_TRAIN_CURVES = "compare_train_curves"
 DELETE_POPOVER = "delete_popover"
+RUNS_PAGE = "runs_page"  # session state: the page of the runs table on view (ui.paging)
 DIFFERENT = "background-color: rgba(255, 171, 64, 0.35)"  # readable on the light and the dark theme
 BEST = "background-color: rgba(33, 195, 84, 0.25)"
 PERCENT = {"format": "percent"}
@@ -67,11 +68,14 @@ HIGHER_IS_BETTER = {"val_accuracy": True, "val_loss": False, "best_val_accuracy"
                     "eval_loss": False}  # fmt: skip
 
 
+def _run_row(run: RunInfo) -> dict:
+    row = run.summary()
+    return {**row, "finished": pd.to_datetime(row["finished"], errors="coerce"), "owner": access.display(row["owner"])}
+
+
 def runs_table(runs: list[RunInfo]) -> None:
-    table = pd.DataFrame([r.summary() for r in runs])
-    table["finished"] = pd.to_datetime(table["finished"], errors="coerce")
-    table["owner"] = table["owner"].map(access.display)
-    st.dataframe(table[list(RUN_COLUMNS)], hide_index=True, width="stretch", column_config=RUN_COLUMNS)
+    paging.paged_dataframe(runs, RUNS_PAGE, row=_run_row, columns=list(RUN_COLUMNS), noun="Runs", hide_index=True,
+                           width="stretch", column_config=RUN_COLUMNS)  # fmt: skip
 
 
 def _delete(run: RunInfo) -> None:

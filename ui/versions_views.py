@@ -20,10 +20,11 @@ from core.jobs.registry import registry
 from core.util.errors import UserError
 from core.workspace import access, records, versions
 from core.workspace.runs import RunInfo
-from ui import session
+from ui import paging, session
 from ui.session import CURRENT_JOB, JOB_PARAM, plural
 
 RETRAIN = "retrain_newest"  # + the run's id
+VERSIONS_PAGE = "versions_page"  # + the dataset's id: the page of its versions on view (ui.paging)
 
 
 def _when(seconds: float) -> str:
@@ -47,8 +48,9 @@ def versions_section(ds: Dataset) -> None:
         return
     st.subheader("Versions")
     fraction = TrainConfig().validation_split
-    rows = [
-        {
+
+    def row(v: versions.Version) -> dict:  # made for the shown page only: "new validation" compares two versions
+        return {
             "version": f"v{v.number}",
             "message": v.message,
             "by": access.display(v.author),
@@ -57,8 +59,7 @@ def versions_section(ds: Dataset) -> None:
             "per class": ", ".join(f"{c} {n:,}" for c, n in v.counts.items()),
             "new validation": new_validation_text(ds.id, v.parent, v.number, fraction) if v.parent else "—",
         }
-        for v in reversed(found)
-    ]
+
     newest = found[-1].number
     shown = "the newest" if ds.version == newest else f"an older one; v{newest} is the newest"
     st.caption(
@@ -67,7 +68,7 @@ def versions_section(ds: Dataset) -> None:
         f"image keeps its side of the validation split in every version (counted here at {fraction:.0%}): a "
         "later version's validation accuracy is comparable with an earlier one's."
     )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    paging.paged_dataframe(found[::-1], f"{VERSIONS_PAGE}_{ds.id}", row=row, hide_index=True, width="stretch")
 
 
 def retrain_button(run: RunInfo) -> None:

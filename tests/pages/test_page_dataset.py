@@ -241,6 +241,40 @@ def test_skipped_files_are_listed(tmp_path):
     assert "broken.jpg" in at.dataframe[2].value.to_string()
 
 
+def test_many_skipped_files_are_listed_a_page_at_a_time_and_examples_stay_a_few_per_class(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    at = open_app()
+    broken = {f"red/broken{i}.jpg": b"not a jpeg at all" for i in range(3)}
+    upload(at, "c.zip", zip_bytes(tmp_path, {**colour_entries(per_class=8), **broken}))
+    assert_clean(at)
+    assert "Skipped files (3)" in [e.label for e in at.expander]
+    (skipped,) = [d.value for d in at.dataframe if "reason" in d.value.columns]
+    assert list(skipped["file"]) == ["red/broken0.jpg", "red/broken1.jpg"]
+    assert "Rows 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_skipped_files_page_{at.session_state['dataset']}").click().run()
+    assert_clean(at)
+    (skipped,) = [d.value for d in at.dataframe if "reason" in d.value.columns]
+    assert list(skipped["file"]) == ["red/broken2.jpg"]
+    assert "Rows 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+    # The examples: 6 of each class's 8 images, with the class's count.
+    assert [m for m in texts(at.markdown) if " · 8 images" in m] == [f"**{c}** · 8 images" for c in sorted(CLASSES)]
+    assert [img.captions[0] for img in at.image] == [f"{i}.jpg" for _ in CLASSES for i in range(6)]
+
+
+def test_the_saved_datasets_are_listed_a_page_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    for n in (4, 5, 6):
+        datasets.save_zip(make_zip(tmp_path / f"colours{n}.zip", colour_entries(per_class=n)))
+    at = open_app()
+    first = list(saved_table(at)["name"])
+    assert len(first) == 2
+    assert "Datasets 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key="page_next_saved_datasets_page").click().run()
+    assert_clean(at)
+    assert "Datasets 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+    assert sorted(first + list(saved_table(at)["name"])) == ["colours4.zip", "colours5.zip", "colours6.zip"]
+
+
 def test_hostile_zip_shows_an_error_and_keeps_the_good_dataset(tmp_path, work_dir):
     at = open_app()
     upload(at, "good.zip", zip_bytes(tmp_path, colour_entries(), "good.zip"))

@@ -314,7 +314,26 @@ def test_per_class_table_most_confused_pairs_and_csv(trained):
     assert list(pairs["share"]) == pytest.approx([50, 50, 50])  # per cent
 
 
-def test_gallery_shows_the_worst_mistakes_first_with_filters_and_more(trained):
+def test_the_most_confused_pairs_are_shown_a_page_at_a_time(trained, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    run = copy_run(trained)
+    known_evaluation(run)
+    at = open_app("pages/evaluate.py")
+    pairs = at.dataframe[1].value
+    assert list(zip(pairs["true"], pairs["predicted"], pairs["count"], strict=True)) == [
+        ("blue", "green", 5),
+        ("green", "red", 5),
+    ]
+    assert "Rows 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_pairs_page_{run.name}").click().run()
+    assert_clean(at)
+    pairs = at.dataframe[1].value
+    assert list(zip(pairs["true"], pairs["predicted"], pairs["count"], strict=True)) == [("red", "blue", 5)]
+    assert list(pairs["share"]) == pytest.approx([50])
+    assert "Rows 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+
+
+def test_gallery_shows_the_worst_mistakes_first_a_page_at_a_time_with_filters(trained):
     run = copy_run(trained)
     ev = known_evaluation(run)
     at = open_app("pages/evaluate.py")
@@ -326,15 +345,24 @@ def test_gallery_shows_the_worst_mistakes_first_with_filters_and_more(trained):
     shown = [float(m.rsplit(" ", 1)[1].rstrip("%")) for m in gallery(at)]
     assert shown == sorted(shown, reverse=True)  # worst (most confident) first
     assert [img.captions[0] for img in at.image] == [Path(m["file"]).name for m in ev.misclassified[:12]]
-    button(at, "Show 3 more").click().run()
+    assert "Images 1–12 of 15 (page 1 of 2)" in texts(at.caption)
+    pages = f"gallery_shown_{run.name}_All classes_All classes"
+    assert at.button(key=f"page_previous_{pages}").disabled
+    at.button(key=f"page_next_{pages}").click().run()
     assert_clean(at)
-    assert gallery(at) == expected
-    assert not [b for b in at.button if b.label.startswith("Show ") and b.label.endswith(" more")]
+    assert gallery(at) == expected[12:]  # the next page, and only it: never more than a page of thumbnails
+    assert [img.captions[0] for img in at.image] == [Path(m["file"]).name for m in ev.misclassified[12:]]
+    assert "Images 13–15 of 15 (page 2 of 2)" in texts(at.caption)
+    assert at.button(key=f"page_next_{pages}").disabled  # the last page
+    at.run()  # a rerun keeps the page
+    assert gallery(at) == expected[12:]
 
     at.selectbox(key=f"gallery_true_{run.name}").set_value("red").run()
     assert gallery(at) and all(m.startswith("true **red** · predicted **blue**") for m in gallery(at))
     assert len(gallery(at)) == 5
-    at.selectbox(key=f"gallery_true_{run.name}").set_value("All classes")
+    assert not [b for b in at.button if (b.key or "").startswith("page_next_gallery_shown")]  # one page: no control
+    at.selectbox(key=f"gallery_true_{run.name}").set_value("All classes").run()
+    assert gallery(at) == expected[:12]  # a changed filter starts at its first page
     at.selectbox(key=f"gallery_predicted_{run.name}").set_value("red").run()
     assert len(gallery(at)) == 5 and all(" · predicted **red** " in m for m in gallery(at))
 
@@ -384,6 +412,23 @@ def test_a_saved_evaluation_whose_images_are_gone_lists_their_names(trained, tmp
     assert not at.image and not gallery(at)
     names = at.dataframe[2].value
     assert list(names["file"]) == [m["file"] for m in ev.misclassified]
+
+
+def test_the_names_of_gone_images_are_listed_a_page_at_a_time(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 10)
+    run = copy_run(trained)
+    root = tmp_path / "copy"
+    shutil.copytree(dataset_root(run), root)
+    ev = known_evaluation(run, root)
+    shutil.rmtree(root)
+    at = open_app("pages/evaluate.py")
+    files = [m["file"] for m in ev.misclassified]
+    assert list(at.dataframe[2].value["file"]) == files[:10]
+    assert "Rows 1–10 of 15 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_gallery_names_{run.name}_All classes_All classes").click().run()
+    assert_clean(at)
+    assert list(at.dataframe[2].value["file"]) == files[10:]
+    assert "Rows 11–15 of 15 (page 2 of 2)" in texts(at.caption)
 
 
 def test_the_dataset_page_dataset_evaluates_a_run_whose_images_are_gone(trained, tmp_path):

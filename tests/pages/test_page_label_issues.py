@@ -137,3 +137,76 @@ def test_the_search_runs_as_a_job_and_its_result_is_shown(tmp_path, monkeypatch)
     at.run()
     assert_clean(at)
     assert "given **red** · suggested **blue** 91%" in markdowns(at)
+
+
+def many_suspects(run_dir, ds, n: int = 14, root: str | None = None) -> list[dict]:
+    """A search's result with ``n`` suspects (one per image of the dataset, most suspicious first)."""
+    from core.evaluate.label_issues import FILE, LabelIssues
+    from core.workspace import runs
+
+    suspects = [
+        {"file": it.path, "given": ds.classes[it.label], "suggested": ds.classes[(it.label + 1) % 3],
+         "confidence": 0.99 - 0.01 * k, "given_probability": 0.01}
+        for k, it in enumerate(ds.items[:n])
+    ]  # fmt: skip
+    found = LabelIssues(run=run_dir.name, classes=ds.classes, images=len(ds.items), folds=5, features="gap",
+                        fine_tuned=False, out_of_fold_accuracy=0.5, suspects=suspects, dataset_id=ds.id,
+                        dataset=ds.title, root=str(ds.root) if root is None else root,
+                        created="2024-05-01T12:00:00")  # fmt: skip
+    runs.write_json(run_dir / FILE, found.to_dict())
+    return suspects
+
+
+def words(s: dict) -> str:
+    return f"given **{s['given']}** · suggested **{s['suggested']}** {s['confidence']:.0%}"
+
+
+def test_the_gallery_shows_a_page_of_suspects_at_a_time_and_keeps_it_while_deciding(tmp_path):
+    from core.workspace.decisions import EXCLUDE, decisions
+    from core.workspace.runs import runs_dir
+
+    ds = load(tmp_path)
+    run_id = make_run(ds)
+    suspects = many_suspects(runs_dir() / run_id, ds)
+    at = open_app("pages/evaluate.py", query={"run": run_id})
+    assert [m for m in markdowns(at) if m.startswith("given")] == [words(s) for s in suspects[:12]]
+    assert len(at.image) == 12
+    assert "Suspects 1–12 of 14 (page 1 of 2)" in texts(at.caption)
+    pages = f"label_issues_shown_{run_id}_all"
+    at.button(key=f"page_next_{pages}").click().run()
+    assert_clean(at)
+    assert [m for m in markdowns(at) if m.startswith("given")] == [words(s) for s in suspects[12:]]
+    assert len(at.image) == 2
+    assert "Suspects 13–14 of 14 (page 2 of 2)" in texts(at.caption)
+
+    at.button(key=f"label_issues_exclude_{run_id}_13").click().run()  # the buttons name the suspect's place
+    assert_clean(at)
+    assert decisions(ds.id)[suspects[13]["file"]]["decision"] == EXCLUDE
+    assert [m for m in markdowns(at) if m.startswith("given")] == [words(s) for s in suspects[12:]]  # still page 2
+
+    at.segmented_control(key=f"label_issues_filter_{run_id}").set_value("open").run()
+    assert_clean(at)
+    assert [m for m in markdowns(at) if m.startswith("given")] == [words(s) for s in suspects[:12]]  # from page 1
+    at.button(key=f"page_next_label_issues_shown_{run_id}_open").click().run()
+    assert [m for m in markdowns(at) if m.startswith("given")] == [words(suspects[12])]
+    assert "Suspects 13–13 of 13 (page 2 of 2)" in texts(at.caption)
+
+
+def test_the_names_of_gone_suspects_are_listed_a_page_at_a_time(tmp_path, monkeypatch):
+    from core.workspace.runs import runs_dir
+
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 10)
+    ds = load(tmp_path)
+    run_id = make_run(ds)
+    suspects = many_suspects(runs_dir() / run_id, ds, root=str(tmp_path / "gone"))
+    at = open_app("pages/evaluate.py", query={"run": run_id})
+    assert any(w.value.startswith("These images are no longer on disk") for w in at.warning)
+    (names,) = [d.value for d in at.dataframe if "suggested" in d.value.columns]
+    assert list(names["file"]) == [s["file"] for s in suspects[:10]]
+    assert list(names.columns) == ["file", "given", "suggested", "confidence"]
+    assert "Rows 1–10 of 14 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_label_issues_names_{run_id}_all").click().run()
+    assert_clean(at)
+    (names,) = [d.value for d in at.dataframe if "suggested" in d.value.columns]
+    assert list(names["file"]) == [s["file"] for s in suspects[10:]]
+    assert "Rows 11–14 of 14 (page 2 of 2)" in texts(at.caption)

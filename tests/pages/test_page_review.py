@@ -119,6 +119,43 @@ def test_suspects_are_judged_on_the_same_page_and_relabelled_by_the_commit(tmp_p
     assert versions.newest(ds.id).number == 2
 
 
+def test_the_labelled_images_waiting_for_the_version_are_listed_a_page_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    ds = load(tmp_path)
+    for it in queued(ds):
+        review.decide(it.id, "red", "")
+    names = [it.name for it in review.queue(ds.id, review.LABELLED)]  # the table's order
+    at = open_review(ds)
+    assert [e.label for e in at.expander] == ["Labelled, waiting for the next version (3)"]
+    table = at.dataframe[0].value
+    assert list(table["image"]) == names[:2] and list(table["class"]) == ["red", "red"]
+    assert "Rows 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_review_labelled_page_{ds.id}").click().run()
+    assert_clean(at)
+    assert list(at.dataframe[0].value["image"]) == names[2:]
+    assert "Rows 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+
+
+def test_the_decided_suspects_are_listed_a_page_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 1)
+    ds = load(tmp_path)
+    make_run_with_suspects(ds)
+    at = open_review(ds)
+    at.segmented_control(key="review_mode").set_value("suspects").run()
+    at.button(key="suspect_keep").click().run()  # red/0.jpg
+    at.button(key="suspect_exclude").click().run()  # green/1.jpg
+    assert_clean(at)
+    assert "Decided (2)" in [e.label for e in at.expander]
+    table = at.dataframe[0].value
+    assert list(zip(table["image"], table["decision"], strict=True)) == [("red/0.jpg", "keep")]
+    assert "Rows 1–1 of 2 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_review_decided_page_{ds.id}").click().run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert list(zip(table["image"], table["decision"], strict=True)) == [("green/1.jpg", "exclude from training")]
+    assert "Rows 2–2 of 2 (page 2 of 2)" in texts(at.caption)
+
+
 def test_images_added_to_a_class_on_the_dataset_page_wait_labelled_on_review(tmp_path):
     ds = load(tmp_path)
     at = open_app("pages/dataset.py", query={"dataset": ds.id})

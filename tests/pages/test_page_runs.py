@@ -59,6 +59,24 @@ def test_runs_table_shows_the_key_columns_first_with_readable_headers_and_dates(
     assert "image_size" not in config.replace('"image_size":', "")  # raw field names only as keys
 
 
+def test_runs_table_shows_a_page_of_runs_at_a_time_newest_first(trained_run, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    newest = copy_run(trained_run)
+    older = copy_run(trained_run, "20190101-000000-older-0001", finished="2019-01-01T00:00:00")
+    oldest = copy_run(trained_run, "20180101-000000-oldest-0001", finished="2018-01-01T00:00:00")
+    at = open_app("pages/runs.py")
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [newest.name, older.name]
+    assert list(table.columns[:3]) == ["id", "val_accuracy", "status"]
+    assert "Runs 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key="page_next_runs_page").click().run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [oldest.name] and table["classes"][2] == 3  # its place in the whole list
+    assert str(table["finished"].dtype).startswith("datetime64")
+    assert "Runs 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+
+
 def test_compare_shows_the_key_metrics_first(trained_run):
     first = copy_run(trained_run)
     second = copy_run(trained_run, "20190101-000000-older-0001", finished="2019-01-01T00:00:00")

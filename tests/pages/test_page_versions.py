@@ -47,6 +47,23 @@ def test_the_dataset_page_lists_the_versions_with_their_new_validation_images(tm
     assert at.metric[1].value == "42"  # the images of the newest version
 
 
+def test_the_versions_are_listed_a_page_at_a_time_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.paging.PAGE_ROWS", 2)
+    ds = load(tmp_path)
+    versions.commit(ds.id, "", "two greens", add=greens(2))
+    versions.commit(ds.id, "", "two more greens", add=greens(2, seed=10))
+    at = open_app("pages/dataset.py", query={"dataset": ds.id})
+    table = versions_table(at)
+    assert list(table["version"]) == ["v3", "v2"] and list(table["message"]) == ["two more greens", "two greens"]
+    assert "Rows 1–2 of 3 (page 1 of 2)" in texts(at.caption)
+    at.button(key=f"page_next_versions_page_{ds.id}").click().run()
+    assert_clean(at)
+    table = versions_table(at)
+    assert list(table["version"]) == ["v1"] and list(table["new validation"]) == ["—"]
+    assert list(table["images"]) == [30]
+    assert "Rows 3–3 of 3 (page 2 of 2)" in texts(at.caption)
+
+
 def test_a_run_on_an_older_version_trains_again_on_the_newest_with_one_button(trained_run, tmp_path, fast_training):
     ds = load(tmp_path)
     run = run_on(trained_run, ds, 1)
