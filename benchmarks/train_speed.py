@@ -11,7 +11,11 @@ random weights (no download). Each pipeline runs in its own process so that its 
     and its total for N epochs is extrapolated from the measured time per epoch, and labelled so.
 (b) product: ``core.train.training.train`` exactly as the app and the CLI call it (frozen-prefix feature cache,
     precision ``auto``), first with a cold disk cache, then again with another optimizer (cache hit), then
-    warm single-image classification latency (median of 20).
+    warm single-image classification latency (median of 20), and the model's forward pass alone.
+
+First it measures the machine's peak (``benchmarks/peak.py``: FMA loops on every core, and NumPy's matrix product)
+and prints each pipeline's share of it: FLOP per image counted from the model's convolutions (2 per multiply-add).
+The tutorial runs with TensorFlow's own defaults; the product turns oneDNN's convolutions on (core.settings).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+ONEDNN_BEFORE = "TF_ENABLE_ONEDNN_OPTS" in os.environ  # set by the user: the tutorial keeps it too
 
 
 def peak_rss_mb() -> float:
@@ -125,11 +131,18 @@ def product(data: str, epochs: int, size: int, work: str) -> dict:
     run = load_run(first.run_dir)
     image = str(ds.paths()[0])
     predict(run, [image])  # warm-up: graph tracing
-    lat = []
+    lat, forward = [], []
     for _ in range(20):
         t = time.perf_counter()
         predict(run, [image])
         lat.append(time.perf_counter() - t)
+    from core.model.inputs import load_images
+
+    one = load_images([image], size, cfg.resize)
+    for _ in range(20):  # the same compiled graph alone: what decoding and answering add is the rest
+        t = time.perf_counter()
+        run.outputs(one)
+        forward.append(time.perf_counter() - t)
     agreement = bf16_agreement(run, ds.paths()[:AGREEMENT_IMAGES])
     m = first.metrics
     return {
@@ -146,6 +159,8 @@ def product(data: str, epochs: int, size: int, work: str) -> dict:
         "second_total_s": second_s,
         "second_cache": {k: second.metrics.get(k) for k in ("cache_hits", "cache_misses")},
         "classify_ms_median": statistics.median(lat) * 1000,
+        "forward_ms_median": statistics.median(forward) * 1000,
+        "flop_per_image": conv_flops(run.model),
         "val_accuracy": m["val_accuracy"],
         "bf16_agreement": agreement,
         "peak_rss_mb": train_rss,
@@ -153,6 +168,19 @@ def product(data: str, epochs: int, size: int, work: str) -> dict:
 
 
 AGREEMENT_IMAGES = 32
+
+
+def conv_flops(model) -> float:
+    """FLOP of one image through the model's convolutions: 2 per multiply-add (VGG16 at 224 px: 30.7 G)."""
+    import keras
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            kh, kw = layer.kernel_size
+            total += 2.0 * h * w * c_out * kh * kw * layer.input.shape[-1] / layer.groups
+    return total
 
 
 def bf16_agreement(run, paths) -> float:
@@ -175,6 +203,8 @@ def bf16_agreement(run, paths) -> float:
 def child(mode: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         env = {**os.environ, "CLASSIFIER_CACHE_DIR": str(Path(work) / "cache"), "CLASSIFIER_RUNS_DIR": work}
+        if mode == "tutorial" and not ONEDNN_BEFORE:  # as a user runs it: TensorFlow's own defaults
+            env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # (the product turns oneDNN's convolutions on: core.settings)
         cmd = [
             sys.executable,
             __file__,
@@ -223,7 +253,14 @@ def main() -> None:
             from core.data.sample import make_sample_zip
 
             args.data = str(make_sample_zip(Path(tmp) / "generated.zip", per_class=40, size=256))
+        from peak import peaks
+
         from core.model.build import cpu_has_fast_bf16
+
+        peak = peaks()
+        print(f"machine peak: float32 {peak['float32'] / 1e9:,.0f} GFLOP/s"
+              + (f", bfloat16 {peak['bfloat16'] / 1e9:,.0f}" if peak["bfloat16"] else "")
+              + f" ({peak['how']}); NumPy's float32 matrix product {peak['matmul'] / 1e9:,.0f} GFLOP/s")  # fmt: skip
 
         print(
             f"data: {args.data}; {args.epochs} epochs at {args.image_size} px; cpus: {os.cpu_count()}; "
@@ -254,7 +291,13 @@ def main() -> None:
     print(f"peak RSS (b)/(a):                    {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}")
     print(f"(b) training path:                   {b['path']}; precision {b['precision']}")
     print(f"(b) second training, other optimizer: {b['second_total_s']:.1f} s; cache {b['second_cache']}")
-    print(f"warm single-image classify:          {b['classify_ms_median']:.0f} ms median of 20")
+    print(f"warm single-image classify:          {b['classify_ms_median']:.0f} ms median of 20 "
+          f"(the model's forward pass alone: {b['forward_ms_median']:.0f} ms)")  # fmt: skip
+    top = peak["bfloat16"] if b["precision"] == "bfloat16" else peak["float32"]
+    for name, speed in (("(a) forward in fit", a["images_per_s"]), ("(b) feature pass", b["images_per_s"])):
+        achieved = speed * b["flop_per_image"]
+        print(f"{name + ', share of peak:':37s}{achieved / 1e9:,.0f} GFLOP/s = {achieved / top:.0%} of the "
+              f"{b['precision']} peak, {achieved / peak['matmul']:.0%} of the matrix product")  # fmt: skip
     print(f"(b) validation accuracy:             {b['val_accuracy']:.3f}")
     print(f"bf16 vs float32 top-1 agreement:     {b['bf16_agreement']:.1%} of {AGREEMENT_IMAGES} images")
 
