@@ -46,12 +46,14 @@ VARIABLES = {
     "max_jobs": "CLASSIFIER_MAX_JOBS",
     "executor": "CLASSIFIER_EXECUTOR",
     "warm_worker": "CLASSIFIER_WARM_WORKER",
+    "answer_precision": "CLASSIFIER_ANSWER_PRECISION",  # auto, float32 or bfloat16 (core.model.predict)
     "heartbeat_seconds": "CLASSIFIER_HEARTBEAT_SECONDS",
     "stop_grace_seconds": "CLASSIFIER_STOP_GRACE_SECONDS",
     "ray_gpus": "CLASSIFIER_RAY_GPUS",
     "ray_address": "RAY_ADDRESS",
     "keras_home": "KERAS_HOME",
 }
+ANSWER_PRECISIONS = ("auto", "float32", "bfloat16")
 DB_FILE_NAME = "workspace.db"
 DEFAULT_MB = {"datasets_mb": 20 * 1024, "quota_mb": 4 * 1024, "model_cache_mb": 2048}
 # Folders a job on another machine must find at the same path (the shared mount): passed as absolute paths.
@@ -79,6 +81,7 @@ class Settings:
     max_jobs: int = 1  # jobs running at once: 2 CPU cores are not shared well
     executor: str = ""  # "": ray when ray_address is set, else process (core.jobs.executors)
     warm_worker: bool = True  # one worker process waits with TensorFlow loaded
+    answer_precision: str = "auto"  # auto: bfloat16 where the CPU runs it fast and it cannot change the answer
     heartbeat_seconds: float = 60.0  # a job's process silent this long is taken for gone
     stop_grace_seconds: float = 30.0  # a stop not taken up within this has its process ended
     ray_gpus: float = 1.0  # GPUs a job asks the Ray cluster for, when it has any
@@ -161,6 +164,7 @@ def from_env(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         max_jobs=max(1, _number(get["max_jobs"], int, d.max_jobs)),
         executor=(get["executor"] or "").strip(),
         warm_worker=(get["warm_worker"] or "1").strip() != "0",
+        answer_precision=p if (p := (get["answer_precision"] or "").strip().lower()) in ANSWER_PRECISIONS else "auto",
         heartbeat_seconds=_number(get["heartbeat_seconds"], float, d.heartbeat_seconds),
         stop_grace_seconds=_number(get["stop_grace_seconds"], float, d.stop_grace_seconds),
         ray_gpus=_number(get["ray_gpus"], float, d.ray_gpus, low=0),

@@ -269,7 +269,7 @@ def _predict_all(run, paths: list[str]) -> list[tuple[np.ndarray | None, str | N
 
     order = {name: i for i, name in enumerate(run.classes)}
     out = []
-    for p in predict(run, paths, top_k=len(run.classes)):
+    for p in predict(run, paths, top_k=len(run.classes), exact=True):
         if not p.ok:
             out.append((None, p.error, None))
             continue

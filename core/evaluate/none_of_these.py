@@ -62,7 +62,7 @@ def _other_scores(run, ds: Dataset, progress: Progress | None) -> tuple[list[flo
     paths = [str(ds.root / p) for p in ds.other]
     scores, unreadable = [], 0
     for start in range(0, len(paths), CHUNK):
-        for p in predict(run, paths[start : start + CHUNK], top_k=1):
+        for p in predict(run, paths[start : start + CHUNK], top_k=1, exact=True):
             if p.ok:
                 scores.append(p.score)
             else:

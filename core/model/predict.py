@@ -7,7 +7,14 @@
 
 Images go through ``core.model.inputs.load_image`` with the run's own size and resize strategy, exactly as in
 training.
-Models answer in float32 even when trained in mixed precision, as every export does (``core.model.build.as_float32``).
+Models answer in float32 even when trained in mixed precision, as every export does (``core.model.build.as_float32``),
+with one exception that never changes an answer: on a CPU that runs bfloat16 fast (AMX or AVX512-BF16; setting
+``CLASSIFIER_ANSWER_PRECISION``: auto, float32, bfloat16), ``predict`` first runs the images through a bfloat16 twin of
+the model (about 3x faster there) and keeps its answer only where bfloat16's rounding cannot flip it: the top class
+ahead of the second by at least ``MARGIN`` in probability, the top probability at least ``MARGIN`` from the "not sure"
+threshold, and the "none of these" score at least ``SCORE_MARGIN`` (relative) from its threshold; every other image
+is answered again in float32. Its probabilities then differ from float32's by bfloat16's rounding (about 1e-2);
+evaluation (``exact=True``), the API's batches and every export stay float32.
 A run that learnt what its classes look like (``core.model.ood``) also scores how unlike every class each image is,
 in the same forward pass: above its threshold the answer is "none of these", whatever the probabilities say.
 
@@ -47,6 +54,8 @@ NOT_SURE = "not sure"
 NONE_OF_THESE = "none of these"
 SAVED = "saved"  # predict's default threshold: the one saved with the run (core.model.calibration)
 MAX_LOADED = 4
+MARGIN = 0.1  # probability: bfloat16 changed VGG16's probabilities by < 0.02 on trained heads (benchmarks/train_speed)
+SCORE_MARGIN = 0.1  # relative distance of a "none of these" score from its threshold
 _cache: OrderedDict[tuple[str, float], Run] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -61,31 +70,91 @@ class Run:
     nbytes: int = 0  # memory held by the model's weights
     ood: ood.State | None = None  # "none of these" (core.model.ood); None: the run cannot say
     _infer: object = field(default=None, repr=False)
+    _fast: object = field(default=None, repr=False)  # the bfloat16 twin's graph; False: this run has none
+    rechecked: int = 0  # images the bfloat16 twin answered too narrowly, answered again in float32
+    answered_fast: int = 0  # images whose answer came from the bfloat16 twin
 
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(probabilities, "none of these" scores, flags) for a uint8 batch, through one compiled graph rather than
         ``model.predict``; the scores and flags are None for a run that cannot say. One forward pass gives both."""
         if self._infer is None:
-            import tensorflow as tf
+            self._infer = self._graph(self.model)
+        probs, scores = self._through(self._infer, images)
+        return probs, scores, (self.ood.flags(scores) if scores is not None else None)
 
-            model = ood.score_model(self.model, self.ood) if self.ood is not None else self.model
-            self._infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    def answers(self, images: np.ndarray, threshold: float | None = None):
+        """``outputs``, from the bfloat16 twin where that cannot change the answer (the module's docstring)."""
+        fast = self._fast_graph() if len(images) and fast_answers() else None
+        if fast is None:
+            return self.outputs(images)
+        probs, scores = self._through(fast, images)
+        again = ~_clear(probs, scores, threshold, self.ood.threshold if self.ood is not None else None)
+        if again.any():
+            exact, exact_scores, _ = self.outputs(images[again])
+            probs[again] = exact
+            if scores is not None:
+                scores[again] = exact_scores
+        self.rechecked += int(again.sum())
+        self.answered_fast += int((~again).sum())
+        return probs, scores, (self.ood.flags(scores) if scores is not None else None)
+
+    def _graph(self, model):
+        import tensorflow as tf
+
+        model = ood.score_model(model, self.ood) if self.ood is not None else model
+        return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def _fast_graph(self):
+        if self._fast is None:
+            try:
+                twin = _model.as_bfloat16(self.model)
+                self._fast = self._graph(twin)
+                self.nbytes += weights_bytes(twin)  # a second copy of the weights, counted at the next load
+            except Exception:
+                self._fast = False
+        return self._fast or None
+
+    def _through(self, graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         probs, scores = [], []
         for i in range(0, len(images), BATCH):
-            out = self._infer(images[i : i + BATCH])
+            out = graph(images[i : i + BATCH])
             if self.ood is not None:
                 out, score = out
                 scores.append(np.asarray(score, dtype=np.float64))
             probs.append(np.asarray(out, dtype=np.float32))
         probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
         if self.ood is None:
-            return probs, None, None
-        scores = np.concatenate(scores) if scores else np.zeros(0)
-        return probs, scores, self.ood.flags(scores)
+            return probs, None
+        return probs, np.concatenate(scores) if scores else np.zeros(0)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a uint8 batch (``outputs``' first part)."""
         return self.outputs(images)[0]
+
+
+def fast_answers() -> bool:
+    """Whether ``predict`` tries the bfloat16 twin first: ``CLASSIFIER_ANSWER_PRECISION``, auto meaning a CPU with
+    AMX or AVX512-BF16 and no GPU."""
+    choice = settings.current().answer_precision
+    if choice != "auto":
+        return choice == "bfloat16"
+    if not _model.cpu_has_fast_bf16():
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
+def _clear(probs: np.ndarray, scores, threshold: float | None, score_threshold: float | None) -> np.ndarray:
+    """Per image: True where bfloat16's rounding cannot change the answer (``MARGIN``, ``SCORE_MARGIN``)."""
+    ranked = np.sort(probs, axis=1)
+    top = ranked[:, -1]
+    clear = top - (ranked[:, -2] if probs.shape[1] > 1 else 0.0) >= MARGIN
+    if threshold is not None:
+        clear &= np.abs(top - threshold) >= MARGIN
+    if scores is not None and score_threshold is not None:
+        clear &= np.abs(scores - score_threshold) >= SCORE_MARGIN * abs(score_threshold)
+    return clear
 
 
 @dataclass
@@ -197,6 +266,7 @@ def predict(
     top_k: int = 3,
     names: list[str] | None = None,
     threshold: float | str | None = SAVED,
+    exact: bool = False,
 ) -> list[Prediction]:
     """Top-k classes for each image; a file that is not a usable image gets an error and the rest still classify.
 
@@ -204,14 +274,16 @@ def predict(
     Each prediction carries ``threshold`` (by default the run's saved one, read afresh: it can change on the
     Evaluate page): below it, ``answer`` is "not sure" and ``top`` still holds the best guesses. Each also carries
     its "none of these" score and flag (None for a run that cannot say), from the same forward pass; flagged, the
-    answer is "none of these".
+    answer is "none of these". ``exact``: float32 throughout (evaluation); otherwise the bfloat16 twin answers
+    where it cannot change the answer (the module's docstring).
     """
     if threshold == SAVED:
         threshold = calibration.threshold_of(run.path)
     names = names or [Path(s).name if not isinstance(s, bytes) else f"image {i + 1}" for i, s in enumerate(sources)]
     decoded = decode_all(run, sources)
     good = [i for i, (arr, _) in enumerate(decoded) if arr is not None]
-    probs, scores, flags = run.outputs(np.stack([decoded[i][0] for i in good])) if good else (np.zeros((0, 0)),) * 3
+    answer = run.outputs if exact else (lambda x: run.answers(x, threshold))
+    probs, scores, flags = answer(np.stack([decoded[i][0] for i in good])) if good else (np.zeros((0, 0)),) * 3
     k = max(1, min(top_k, len(run.classes)))
     results = [Prediction(name, error=err, threshold=threshold) for name, (_, err) in zip(names, decoded, strict=True)]
     for n, (row, i) in enumerate(zip(probs, good, strict=True)):
