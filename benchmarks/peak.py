@@ -1,13 +1,15 @@
 """This machine's arithmetic peak, measured: the FLOP/s its cores reach on independent fused multiply-adds.
 
-    python benchmarks/peak.py            # prints the float32 peak, and the bfloat16 one on AVX512-BF16 CPUs
-    from peak import peaks; peaks()      # {"float32": 2.1e11, "bfloat16": None, "matmul": 1.8e11, ...}
+    python benchmarks/peak.py            # the float32 peak, and the bfloat16 one on AVX512-BF16 and AMX CPUs
+    from peak import peaks; peaks()      # {"float32": 2.1e11, "bfloat16": None, "amx": None, "matmul": 1.8e11, ...}
 
 A peak computed from a data sheet needs the clock the cores really run at, which a virtual machine does not say
 (/proc/cpuinfo gives the nominal one; turbo runs above it). So the peak is measured: a small C loop of 12
 independent FMA chains per core (AVX2 ``vfmadd``, AVX-512 ``vfmadd`` on 512-bit registers where the CPU has it,
 and ``vdpbf16ps`` on AVX512-BF16), compiled with the machine's gcc and run on every core at once through ctypes
 (which releases the GIL). One FMA is 2 FLOP per lane; one ``vdpbf16ps`` is 2 multiply-adds per float32 lane, 4 FLOP.
+On CPUs with AMX (Sapphire Rapids and later), where oneDNN runs bfloat16 convolutions on the tile unit, the bfloat16
+peak is the AMX one: ``tdpbf16ps`` on four independent 16 x 16 accumulators, 16 x 16 x 32 multiply-adds each.
 For scale it also times a large float32 matrix product through NumPy's BLAS. Without gcc, the peak falls back to
 cores x FLOP/cycle x the nominal clock, and says so.
 """
@@ -67,9 +69,38 @@ __attribute__((target("avx512f,avx512bf16"))) float dpbf16(long n) {
         _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a4,a5),_mm512_add_ps(a6,a7)),
         _mm512_add_ps(_mm512_add_ps(a8,a9),_mm512_add_ps(a10,a11)))));
 }
+
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+struct tilecfg { uint8_t palette, start; uint8_t pad[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+/* Linux hands out AMX's tile state only on request (ARCH_REQ_XCOMP_PERM for XTILEDATA): 0 when granted. */
+int amx_allow(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
+__attribute__((target("amx-tile,amx-bf16"))) float amx_bf16(long n) {
+    static __thread uint16_t a[16 * 32], b[16 * 32];
+    float c[16 * 16];
+    struct tilecfg cfg = {0};
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    for (int i = 0; i < 16 * 32; i++) { a[i] = 0x3f00; b[i] = 0x3e80; }  /* 0.5 and 0.25 in bfloat16 */
+    _tile_loadconfig(&cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, a, 64); _tile_loadd(5, a, 64); _tile_loadd(6, b, 64); _tile_loadd(7, b, 64);
+    for (long i = 0; i < n; i++) {  /* four independent 16x16 accumulators, each 16x16x32 multiply-adds */
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, 64);
+    _tile_release();
+    return c[0];
+}
 """
 # FLOP per loop iteration: 12 instructions x lanes x (2 per FMA, 4 per bf16 dot product of pairs)
-KERNELS = {"fma256": ("avx2", 12 * 8 * 2), "fma512": ("avx512f", 12 * 16 * 2), "dpbf16": ("avx512_bf16", 12 * 16 * 4)}
+KERNELS = {
+    "fma256": ("avx2", 12 * 8 * 2),
+    "fma512": ("avx512f", 12 * 16 * 2),
+    "dpbf16": ("avx512_bf16", 12 * 16 * 4),
+    "amx_bf16": ("amx_bf16", 4 * 16 * 16 * 32 * 2),
+}  # AMX: 4 tile products of 16x16x32 multiply-adds
 
 
 def _flags() -> set[str]:
@@ -140,7 +171,7 @@ def _nominal(per_cycle: int) -> float:
 
 def peaks() -> dict:
     """{"float32", "bfloat16" (None without AVX512-BF16), "matmul", "how"}: FLOP/s of this machine."""
-    flags = _flags()
+    flags, amx = _flags(), None
     with tempfile.TemporaryDirectory(prefix="peak-") as tmp:
         lib = _library(Path(tmp))
         if lib is None:
@@ -153,12 +184,25 @@ def peaks() -> dict:
                 f32 = max(f32, _run(lib.fma512, KERNELS["fma512"][1]))
             bf16 = _run(lib.dpbf16, KERNELS["dpbf16"][1]) if "avx512_bf16" in flags else None
             how = "measured: 12 independent FMA chains per core, every core"
-    return {"float32": f32, "bfloat16": bf16, "matmul": matmul_flops(), "how": how}
+            if "amx_bf16" in flags and lib.amx_allow() == 0:
+                amx = _run(lib.amx_bf16, KERNELS["amx_bf16"][1])
+                how += "; AMX: 4 independent tile products per core, every core"
+    return {
+        "float32": f32,
+        "bfloat16": max(bf16 or 0, amx or 0) or None,
+        "bfloat16_vector": bf16,
+        "amx": amx,
+        "matmul": matmul_flops(),
+        "how": how,
+    }
 
 
 if __name__ == "__main__":
     p = peaks()
     print(f"float32 peak: {p['float32'] / 1e9:,.0f} GFLOP/s ({p['how']})")
     if p["bfloat16"]:
-        print(f"bfloat16 peak: {p['bfloat16'] / 1e9:,.0f} GFLOP/s")
+        print(
+            f"bfloat16 peak: {p['bfloat16'] / 1e9:,.0f} GFLOP/s"
+            + (f" (AMX tiles; vector vdpbf16ps {p['bfloat16_vector'] / 1e9:,.0f})" if p["amx"] else "")
+        )
     print(f"float32 matrix product (NumPy, 2048x2048): {p['matmul'] / 1e9:,.0f} GFLOP/s")
