@@ -22,12 +22,16 @@ def pytest_configure(config):
     base = Path(tempfile.mkdtemp(prefix="classifier-tests-"))
     for name in ISOLATED_ENV:
         os.environ[name] = str(base / name.lower())
+    # Answers in float32 on every CPU, so that a test compares the same numbers on an AMX machine as on an AVX2 one;
+    # tests/core/model/test_fast_answers.py sets bfloat16 answering itself.
+    os.environ["CLASSIFIER_ANSWER_PRECISION"] = "float32"
 
 
 # The longest files, first: with ``--dist loadfile`` each file runs whole on one worker, and a long one started last
 # leaves the other worker idle until it ends (the Makefile turns off xdist's own order, most tests first, for this).
 # The longest files start first, so that neither worker is left with one of them at the end.
-SLOW_FIRST = ("test_e2e_workspace.py", "test_e2e.py", "test_export.py", "test_ray_jobs.py", "test_e2e_demo.py",
+SLOW_FIRST = ("test_e2e_workspace.py", "test_backbone_exports.py", "test_e2e.py", "test_export.py", "test_ray_jobs.py",
+              "test_e2e_demo.py",
               "test_executor.py", "test_cli.py", "test_previous_layout.py")  # fmt: skip
 
 
