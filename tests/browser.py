@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -118,6 +119,20 @@ class AppServer:
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not become healthy in {STARTUP_TIMEOUT}s:\n{log_tail(self.log)}")
             time.sleep(0.5)
+
+    def saved_form(self, dataset_id: str, field: str, value, timeout: float = WAIT / 1000) -> None:
+        """Wait until the server's database holds ``value`` for the Train form's ``field`` of ``dataset_id`` (for
+        any user): what a reload or a new tab will show."""
+        db = Path(self.env.get("CLASSIFIER_DB") or self.work / "workspace.db")
+        deadline, found = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            with contextlib.closing(sqlite3.connect(db, timeout=5)) as con:
+                rows = con.execute("SELECT settings FROM form_settings WHERE dataset_id = ?", (dataset_id,)).fetchall()
+            found = [json.loads(r[0]).get(f"cfg_{field}") for r in rows]
+            if value in found:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the server never saved {field}={value!r} for {dataset_id}; it has {found}")
 
     def _config_from_flags(self) -> None:
         """Streamlit options given as ``streamlit run`` flags (``--secrets.files PATH``), as uvicorn's Streamlit reads

@@ -54,6 +54,8 @@ def widget(container, name: str, state_key: str | None = None, default: Any = No
         "key": k,
         "help": m["help"][0].upper() + m["help"][1:] + ".",
         "persist_state": "session",
+        # Saved as the change arrives, before the page draws again: a reload right after typing keeps the value.
+        "on_change": _remember_now,
     }
     kind = changes.pop("kind", m["widget"])
     if kind in ("select", "radio"):
@@ -324,6 +326,13 @@ def remember(dataset_id: str) -> None:
     if values != st.session_state.get(FORM_SAVED):
         forms.save(dataset_id, session.user(), values)
         st.session_state[FORM_SAVED] = values
+
+
+def _remember_now() -> None:
+    """A widget's change callback: save the form of the dataset it was restored for."""
+    marker = st.session_state.get(FORM_FOR)
+    if marker and marker[1] == session.user():
+        remember(marker[0])
 
 
 def _plain(value: Any) -> bool:

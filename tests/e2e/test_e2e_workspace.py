@@ -88,6 +88,7 @@ def test_reload_new_browser_jobs_view_and_stop(tmp_path):
                 settle(page)
                 assert f"dataset={dataset_id}" in page.url  # the menu dropped it; the page put it back
                 fill_form(page, epochs=500)
+                app.saved_form(dataset_id, "epochs", 500)  # saved as typed, before the page draws again
 
                 # A reload: same dataset, same options.
                 page.reload()
